@@ -1,0 +1,43 @@
+# Sourced by quickstart.sh and test.sh: create/refresh a local virtual environment in .venv.
+# torch goes in first so that no dependency pulls a multi-GB CUDA build on CPU machines;
+# an already-installed compatible torch (>= 2.13) is kept.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${TRIMO_VENV:-$ROOT/.venv}"
+PY="${PYTHON:-python3}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "[trimo] creating virtual environment in $VENV"
+    "$PY" -m venv "$VENV"
+fi
+# shellcheck disable=SC1091
+source "$VENV/bin/activate"
+
+have_torch=$(python - <<'PY'
+try:
+    import torch
+    major, minor = (int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
+    print("yes" if (major, minor) >= (2, 13) else "no")
+except Exception:
+    print("no")
+PY
+)
+if [ "$have_torch" != "yes" ]; then
+    echo "[trimo] installing torch 2.13.0"
+    pip install --quiet "torch==2.13.0"
+fi
+
+# Reinstall the project only when pyproject.toml changed since the last install.
+stamp="$VENV/.trimo-installed"
+if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
+    echo "[trimo] installing trimo (editable) with its dependencies"
+    pip install --quiet -e "$ROOT[dev]"
+    touch "$stamp"
+fi
+
+export DS_ACCELERATOR="${DS_ACCELERATOR:-cpu}"
+export HF_HUB_OFFLINE=1
+export TRANSFORMERS_OFFLINE=1
+export WANDB_MODE="${WANDB_MODE:-offline}"
+export TOKENIZERS_PARALLELISM=false
+cd "$ROOT"

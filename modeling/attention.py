@@ -1,0 +1,174 @@
+"""The one attention function of trimo, and the transformer blocks built on it.
+
+Every attention in the model (encoders, fusion attention, SGPA) calls `attention()`, so a
+backend switch (`eager | sdpa | triton | auto`) changes all of them at once. Masks use one
+convention throughout: `key_mask` is boolean (B, Lk), True where a key is a real token.
+A query whose keys are all masked gets a zero output (never NaN).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+BACKENDS = ("auto", "eager", "sdpa", "triton")
+
+
+def _resolve_backend(backend: str, device: torch.device) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"attention backend {backend!r} is not one of {BACKENDS}")
+    if backend == "auto":
+        if device.type == "cuda" and _triton_available():
+            return "triton"
+        return "sdpa"
+    return backend
+
+
+def _triton_available() -> bool:
+    try:
+        from modeling.kernels import fused_attention  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def eager_attention(q, k, v, key_mask=None, dropout_p: float = 0.0, causal: bool = False):
+    """Reference implementation: softmax(q k^T / sqrt(d)) v, in the input dtype."""
+    scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    allowed = _allowed(q, k, key_mask, causal)
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    # A fully masked row would be softmax of all -inf: give it zero weights instead of NaN.
+    probs = torch.softmax(scores.float(), dim=-1).nan_to_num(0.0).to(q.dtype)
+    if dropout_p > 0.0:
+        probs = F.dropout(probs, p=dropout_p)
+    return torch.matmul(probs, v)
+
+
+def _allowed(q, k, key_mask, causal):
+    """Boolean (B|1, 1, Lq|1, Lk) mask of allowed query-key pairs, or None if all are allowed."""
+    allowed = None
+    if key_mask is not None:
+        allowed = key_mask[:, None, None, :].bool()
+    if causal:
+        lq, lk = q.shape[-2], k.shape[-2]
+        tri = torch.ones(lq, lk, dtype=torch.bool, device=q.device).tril(lk - lq)
+        allowed = tri[None, None] if allowed is None else allowed & tri[None, None]
+    return allowed
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_mask: torch.Tensor | None = None,
+    *,
+    backend: str = "auto",
+    dropout_p: float = 0.0,
+    causal: bool = False,
+) -> torch.Tensor:
+    """Scaled dot-product attention. q: (B, H, Lq, D); k, v: (B, H, Lk, D) -> (B, H, Lq, D)."""
+    backend = _resolve_backend(backend, q.device)
+    if backend == "eager":
+        return eager_attention(q, k, v, key_mask, dropout_p, causal)
+    if backend == "triton":
+        from modeling.kernels import fused_attention
+
+        if dropout_p > 0.0 or causal:
+            raise NotImplementedError("the fused Triton kernel has no dropout or causal mask; use backend='sdpa'")
+        return fused_attention(q, k, v, key_mask)
+    allowed = _allowed(q, k, key_mask, causal)
+    if allowed is None:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+    # SDPA returns NaN for fully masked rows: let such rows see every key, then zero them.
+    empty = ~allowed.any(dim=-1, keepdim=True)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed | empty, dropout_p=dropout_p)
+    return out.masked_fill(empty, 0.0)
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention over `attention()`. Inputs and outputs are (B, L, d_model)."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, backend: str = "auto",
+                 d_kv: int | None = None):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+        d_kv = d_model if d_kv is None else d_kv
+        self.n_heads, self.dropout, self.backend = n_heads, dropout, backend
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_kv, d_model)
+        self.v_proj = nn.Linear(d_kv, d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def _heads(self, x):
+        b, n, _ = x.shape
+        return x.view(b, n, self.n_heads, -1).transpose(1, 2)
+
+    def forward(self, query, key=None, value=None, key_mask=None, causal: bool = False):
+        key = query if key is None else key
+        value = key if value is None else value
+        q, k, v = self._heads(self.q_proj(query)), self._heads(self.k_proj(key)), self._heads(self.v_proj(value))
+        out = attention(q, k, v, key_mask, backend=self.backend,
+                        dropout_p=self.dropout if self.training else 0.0, causal=causal)
+        b, _, n, _ = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(b, n, -1))
+
+
+class FeedForward(nn.Sequential):
+    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0, activation: str = "gelu"):
+        act = {"gelu": nn.GELU(), "relu": nn.ReLU()}[activation]
+        super().__init__(nn.Linear(d_model, d_ff), act, nn.Dropout(dropout), nn.Linear(d_ff, d_model))
+
+
+class TransformerEncoderLayer(nn.Module):
+    """Pre-norm self-attention block; padded positions are never attended to."""
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.1,
+                 activation: str = "gelu", backend: str = "auto"):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.attn = MultiHeadAttention(d_model, n_heads, dropout, backend)
+        self.ff = FeedForward(d_model, d_ff, dropout, activation)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x, key_mask=None):
+        h = self.norm1(x)
+        x = x + self.drop(self.attn(h, key_mask=key_mask))
+        return x + self.drop(self.ff(self.norm2(x)))
+
+
+class TransformerDecoderLayer(nn.Module):
+    """Pre-norm block: self-attention over the queries, then cross-attention to a memory."""
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.1,
+                 activation: str = "gelu", backend: str = "auto"):
+        super().__init__()
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(d_model), nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout, backend)
+        self.cross_attn = MultiHeadAttention(d_model, n_heads, dropout, backend)
+        self.ff = FeedForward(d_model, d_ff, dropout, activation)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x, memory, x_mask=None, memory_mask=None):
+        h = self.norm1(x)
+        x = x + self.drop(self.self_attn(h, key_mask=x_mask))
+        x = x + self.drop(self.cross_attn(self.norm2(x), memory, key_mask=memory_mask))
+        return x + self.drop(self.ff(self.norm3(x)))
+
+
+class TransformerEncoder(nn.Module):
+    def __init__(self, n_layers: int, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.1,
+                 activation: str = "gelu", backend: str = "auto"):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            TransformerEncoderLayer(d_model, n_heads, d_ff, dropout, activation, backend) for _ in range(n_layers)
+        )
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, x, key_mask=None):
+        for layer in self.layers:
+            x = layer(x, key_mask)
+        return self.norm(x)

@@ -1,0 +1,22 @@
+"""Shared test setup: offline, deterministic, CPU-bounded."""
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+# Real mocap lives in the workspace's shared folder, beside the checkout; absent on plain clones.
+SHARED_MOCAP = REPO.parent / "shared" / "data" / "mocap"
+
+
+@pytest.fixture
+def shared_mocap() -> Path:
+    if not SHARED_MOCAP.is_dir():
+        pytest.skip(f"real mocap clips not available ({SHARED_MOCAP} is absent; it sits beside the checkout in the workspace)")
+    return SHARED_MOCAP
