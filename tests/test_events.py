@@ -123,7 +123,7 @@ def test_cli_rule_based_and_external_command(tmp_path):
     assert rows[0]["shuffled_event_text"] == "a person sits down. a person walks forward."
     assert rows[1]["shuffled_event_text"] is None
 
-    # An external decomposer: reverses words per caption, one JSON list per line.
+    # A stand-in external decomposer: the first two words of each caption as its "events".
     script = tmp_path / "fake_llm.py"
     script.write_text("import sys, json\nfor line in sys.stdin:\n    print(json.dumps(line.split()[:2]))\n")
     assert main([str(caps), "-o", str(out), "--command", f"{sys.executable} {script}"]) == 0
