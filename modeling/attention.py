@@ -16,11 +16,12 @@ from torch import nn
 BACKENDS = ("auto", "eager", "sdpa", "triton")
 
 
-def _resolve_backend(backend: str, device: torch.device) -> str:
+def _resolve_backend(backend: str, device: torch.device, dropout_p: float = 0.0, causal: bool = False) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"attention backend {backend!r} is not one of {BACKENDS}")
     if backend == "auto":
-        if device.type == "cuda" and _triton_available():
+        # The fused kernel has neither dropout nor a causal mask: those calls stay on SDPA.
+        if device.type == "cuda" and dropout_p == 0.0 and not causal and _triton_available():
             return "triton"
         return "sdpa"
     return backend
@@ -70,7 +71,7 @@ def attention(
     causal: bool = False,
 ) -> torch.Tensor:
     """Scaled dot-product attention. q: (B, H, Lq, D); k, v: (B, H, Lk, D) -> (B, H, Lq, D)."""
-    backend = _resolve_backend(backend, q.device)
+    backend = _resolve_backend(backend, q.device, dropout_p, causal)
     if backend == "eager":
         return eager_attention(q, k, v, key_mask, dropout_p, causal)
     if backend == "triton":

@@ -61,3 +61,14 @@ def test_cross_attention_with_other_width_and_bad_backend():
     assert out.shape == (2, 3, 16)
     with pytest.raises(ValueError, match="backend"):
         attention(torch.randn(1, 1, 2, 4), torch.randn(1, 1, 2, 4), torch.randn(1, 1, 2, 4), backend="flash")
+
+
+def test_auto_keeps_dropout_and_causal_off_the_fused_kernel(monkeypatch):
+    import modeling.attention as att
+
+    monkeypatch.setattr(att, "_triton_available", lambda: True)
+    cuda = torch.device("cuda")
+    assert att._resolve_backend("auto", cuda) == "triton"
+    assert att._resolve_backend("auto", cuda, dropout_p=0.1) == "sdpa"
+    assert att._resolve_backend("auto", cuda, causal=True) == "sdpa"
+    assert att._resolve_backend("auto", torch.device("cpu")) == "sdpa"
