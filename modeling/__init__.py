@@ -1,0 +1,1 @@
+"""Encoders, heads, losses and the assembled models of trimo (retrieval: `modeling.retrieval`)."""

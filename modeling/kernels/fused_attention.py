@@ -1,0 +1,335 @@
+"""Fused multi-source attention in Triton: one launch for S key/value sources.
+
+out_s = softmax(q_s k_s^T / sqrt(D) over the real keys of source s) v_s, for s = 1..S, returned
+as the S outputs or their sum. LAVIMO's fusion attention is the sum over motion, text and video;
+MLP's SGPA block takes the self- and cross-attention outputs apart; S = 1 is plain attention.
+
+How the sources share one launch: their keys, values and key masks are concatenated along the
+key axis and a small table of segment starts tells each program where source s lives, so every
+source keeps its own length and padding. Queries are stacked as (S, B, H, Lq, D); a query shared
+by all sources is an `expand` (stride 0 over S) and autograd sums its S gradients.
+
+Kernels (FlashAttention-2 scheme): the forward keeps one online softmax per source and saves each
+row's log-sum-exp; the backward recomputes the probabilities from it (one kernel for dK/dV, one for
+dQ), so no Lq x Lk matrix is ever stored. A query whose keys are all masked gets a zero output and
+zero gradients (its log-sum-exp is stored as +inf, which zeroes every recomputed probability).
+Exponentials are base 2 (exp2 is the fast instruction); the 1/sqrt(D) scale is folded into log2(e).
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from collections.abc import Sequence
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+MIN_HEAD_DIM, MAX_HEAD_DIM = 16, 128
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@triton.jit
+def _mm(a, b, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """tl.dot with fp32 accumulation. UPCAST (set only under TRITON_INTERPRET for bf16, whose tl.dot
+    the 3.x interpreter computes wrongly) multiplies in fp32: bf16 x bf16 products are exact in fp32,
+    so the result equals the GPU's bf16 tensor-core dot up to summation order."""
+    if UPCAST:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    return _mm(a, b, PRECISION, UPCAST)
+
+
+@triton.jit
+def _forward_kernel(
+    Q, K, V, MASK, SEG, PARTS, OUT, LSE,
+    sq_s, sq_b, sq_h, sq_m, sq_d,
+    sk_b, sk_h, sk_n, sk_d,
+    sv_b, sv_h, sv_n, sv_d,
+    sm_b, sm_n,
+    H, LQ, D, qk_scale,
+    S: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    STORE_PARTS: tl.constexpr, STORE_SUM: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+):
+    pid_m, pid_bh = tl.program_id(0), tl.program_id(1)
+    b, h = pid_bh // H, pid_bh % H
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    m_ok, d_ok = offs_m < LQ, offs_d < D
+    # PARTS is (S, B, H, LQ, D), OUT (B, H, LQ, D), LSE (S, B, H, LQ), all contiguous.
+    row = pid_bh * LQ + offs_m
+    total = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    for s in range(S):
+        start, end = tl.load(SEG + s), tl.load(SEG + s + 1)
+        q_ptrs = Q + s * sq_s + b * sq_b + h * sq_h + offs_m[:, None] * sq_m + offs_d[None, :] * sq_d
+        q = tl.load(q_ptrs, mask=m_ok[:, None] & d_ok[None, :], other=0.0)
+        m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+        acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+        for n0 in range(start, end, BLOCK_N):
+            n = n0 + offs_n
+            n_ok = n < end
+            key_ok = tl.load(MASK + b * sm_b + n * sm_n, mask=n_ok, other=0) != 0
+            kt = tl.load(K + b * sk_b + h * sk_h + n[None, :] * sk_n + offs_d[:, None] * sk_d,
+                         mask=d_ok[:, None] & n_ok[None, :], other=0.0)
+            scores = _mm(q, kt, PRECISION, UPCAST) * qk_scale
+            scores = tl.where(key_ok[None, :], scores, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(scores, 1))
+            # While a row has seen no real key its max is -inf; shift by 0 then so exp2 gives 0, not NaN.
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            alpha = tl.exp2(m_i - m_safe)
+            p = tl.exp2(scores - m_safe[:, None])
+            l_i = l_i * alpha + tl.sum(p, 1)
+            v = tl.load(V + b * sv_b + h * sv_h + n[:, None] * sv_n + offs_d[None, :] * sv_d,
+                        mask=n_ok[:, None] & d_ok[None, :], other=0.0)
+            acc = acc * alpha[:, None] + _mm(p.to(v.dtype), v, PRECISION, UPCAST)
+            m_i = m_new
+        has_keys = l_i > 0.0
+        o = acc / tl.where(has_keys, l_i, 1.0)[:, None]
+        lse = tl.where(has_keys, m_i + tl.log2(tl.where(has_keys, l_i, 1.0)), float("inf"))
+        tl.store(LSE + s * tl.num_programs(1) * LQ + row, lse, mask=m_ok)
+        out_mask = m_ok[:, None] & d_ok[None, :]
+        if STORE_PARTS:
+            part_ptrs = PARTS + (s * tl.num_programs(1) * LQ + row)[:, None] * D + offs_d[None, :]
+            tl.store(part_ptrs, o.to(PARTS.dtype.element_ty), mask=out_mask)
+        total += o
+    if STORE_SUM:
+        tl.store(OUT + row[:, None] * D + offs_d[None, :], total.to(OUT.dtype.element_ty),
+                 mask=m_ok[:, None] & d_ok[None, :])
+
+
+@triton.jit
+def _backward_dkdv_kernel(
+    Q, K, V, MASK, SEG, DO, LSE, DELTA, DK, DV,
+    sq_s, sq_b, sq_h, sq_m, sq_d,
+    sk_b, sk_h, sk_n, sk_d,
+    sv_b, sv_h, sv_n, sv_d,
+    sm_b, sm_n,
+    sdo_s, sdo_b, sdo_h, sdo_m, sdo_d,
+    H, LQ, D, LK_TOTAL, qk_scale, sm_scale,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+):
+    pid_n, pid_bh, s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    b, h = pid_bh // H, pid_bh % H
+    start, end = tl.load(SEG + s), tl.load(SEG + s + 1)
+    n0 = start + pid_n * BLOCK_N
+    if n0 < end:   # the grid covers the longest source; shorter ones have idle programs
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        offs_d = tl.arange(0, BLOCK_D)
+        n_ok, d_ok = offs_n < end, offs_d < D
+        kv_mask = n_ok[:, None] & d_ok[None, :]
+        key_ok = tl.load(MASK + b * sm_b + offs_n * sm_n, mask=n_ok, other=0) != 0
+        k = tl.load(K + b * sk_b + h * sk_h + offs_n[:, None] * sk_n + offs_d[None, :] * sk_d, mask=kv_mask, other=0.0)
+        v = tl.load(V + b * sv_b + h * sv_h + offs_n[:, None] * sv_n + offs_d[None, :] * sv_d, mask=kv_mask, other=0.0)
+        dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+        dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+        stat_base = (s * tl.num_programs(1) + pid_bh) * LQ
+        for m0 in range(0, LQ, BLOCK_M):
+            offs_m = m0 + tl.arange(0, BLOCK_M)
+            m_ok = offs_m < LQ
+            q_mask = m_ok[:, None] & d_ok[None, :]
+            q = tl.load(Q + s * sq_s + b * sq_b + h * sq_h + offs_m[:, None] * sq_m + offs_d[None, :] * sq_d,
+                        mask=q_mask, other=0.0)
+            do = tl.load(DO + s * sdo_s + b * sdo_b + h * sdo_h + offs_m[:, None] * sdo_m + offs_d[None, :] * sdo_d,
+                         mask=q_mask, other=0.0)
+            lse = tl.load(LSE + stat_base + offs_m, mask=m_ok, other=float("inf"))
+            delta = tl.load(DELTA + stat_base + offs_m, mask=m_ok, other=0.0)
+            scores = _mm(q, tl.trans(k), PRECISION, UPCAST) * qk_scale
+            p = tl.exp2(scores - lse[:, None])
+            p = tl.where(key_ok[None, :] & m_ok[:, None], p, 0.0)
+            dv += _mm(tl.trans(p.to(do.dtype)), do, PRECISION, UPCAST)
+            dp = _mm(do, tl.trans(v), PRECISION, UPCAST)
+            ds = p * (dp - delta[:, None])
+            dk += _mm(tl.trans(ds.to(q.dtype)), q, PRECISION, UPCAST)
+        # DK, DV are contiguous (B, H, LK_TOTAL, D).
+        out_ptrs = (pid_bh * LK_TOTAL + offs_n)[:, None] * D + offs_d[None, :]
+        tl.store(DK + out_ptrs, (dk * sm_scale).to(DK.dtype.element_ty), mask=kv_mask)
+        tl.store(DV + out_ptrs, dv.to(DV.dtype.element_ty), mask=kv_mask)
+
+
+@triton.jit
+def _backward_dq_kernel(
+    Q, K, V, MASK, SEG, DO, LSE, DELTA, DQ,
+    sq_s, sq_b, sq_h, sq_m, sq_d,
+    sk_b, sk_h, sk_n, sk_d,
+    sv_b, sv_h, sv_n, sv_d,
+    sm_b, sm_n,
+    sdo_s, sdo_b, sdo_h, sdo_m, sdo_d,
+    H, LQ, D, qk_scale, sm_scale,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+):
+    pid_m, pid_bh, s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    b, h = pid_bh // H, pid_bh % H
+    start, end = tl.load(SEG + s), tl.load(SEG + s + 1)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    m_ok, d_ok = offs_m < LQ, offs_d < D
+    q_mask = m_ok[:, None] & d_ok[None, :]
+    q = tl.load(Q + s * sq_s + b * sq_b + h * sq_h + offs_m[:, None] * sq_m + offs_d[None, :] * sq_d,
+                mask=q_mask, other=0.0)
+    do = tl.load(DO + s * sdo_s + b * sdo_b + h * sdo_h + offs_m[:, None] * sdo_m + offs_d[None, :] * sdo_d,
+                 mask=q_mask, other=0.0)
+    stat_base = (s * tl.num_programs(1) + pid_bh) * LQ
+    lse = tl.load(LSE + stat_base + offs_m, mask=m_ok, other=float("inf"))
+    delta = tl.load(DELTA + stat_base + offs_m, mask=m_ok, other=0.0)
+    dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    for n0 in range(start, end, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        n_ok = offs_n < end
+        kv_mask = n_ok[:, None] & d_ok[None, :]
+        key_ok = tl.load(MASK + b * sm_b + offs_n * sm_n, mask=n_ok, other=0) != 0
+        k = tl.load(K + b * sk_b + h * sk_h + offs_n[:, None] * sk_n + offs_d[None, :] * sk_d, mask=kv_mask, other=0.0)
+        v = tl.load(V + b * sv_b + h * sv_h + offs_n[:, None] * sv_n + offs_d[None, :] * sv_d, mask=kv_mask, other=0.0)
+        scores = _mm(q, tl.trans(k), PRECISION, UPCAST) * qk_scale
+        p = tl.where(key_ok[None, :], tl.exp2(scores - lse[:, None]), 0.0)
+        dp = _mm(do, tl.trans(v), PRECISION, UPCAST)
+        ds = p * (dp - delta[:, None])
+        dq += _mm(ds.to(k.dtype), k, PRECISION, UPCAST)
+    # DQ is contiguous (S, B, H, LQ, D).
+    dq_ptrs = (stat_base + offs_m)[:, None] * D + offs_d[None, :]
+    tl.store(DQ + dq_ptrs, (dq * sm_scale).to(DQ.dtype.element_ty), mask=q_mask)
+
+
+def _precision(dtype: torch.dtype) -> str:
+    """fp32 matmuls follow torch's TF32 switch so that fp32 stays exact unless the user opted out."""
+    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+        return "ieee"
+    return "tf32"   # the default; Triton ignores it for fp16/bf16 inputs
+
+
+def _upcast(dtype: torch.dtype) -> bool:
+    return dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _block(length: int, cap: int) -> int:
+    """Power-of-two tile, at least 16 (tl.dot's minimum), no larger than needed for short inputs."""
+    return min(cap, max(16, triton.next_power_of_2(max(length, 1))))
+
+
+class _MultiSourceAttention(torch.autograd.Function):
+    """q (S, B, H, Lq, D) (any strides); k, v (B, H, Ltot, D) packed sources; mask int8 (B, Ltot);
+    seg int32 (S + 1,) segment starts; returns the sum (B, H, Lq, D) or the parts (S, B, H, Lq, D)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask, seg, max_len: int, reduce_sum: bool):
+        n_src, batch, heads, lq, d = q.shape
+        block_d = max(16, triton.next_power_of_2(d))
+        wide = q.dtype == torch.float32 or block_d > 64   # fewer rows per tile when registers are scarce
+        block_m, block_n = _block(lq, 64 if wide else 128), _block(max_len, 64)
+        store_parts = not reduce_sum or any(ctx.needs_input_grad[:3])
+        lse = torch.empty((n_src, batch, heads, lq), device=q.device, dtype=torch.float32)
+        parts = torch.empty((n_src, batch, heads, lq, d), device=q.device, dtype=q.dtype) if store_parts else lse
+        out = torch.empty((batch, heads, lq, d), device=q.device, dtype=q.dtype) if reduce_sum else lse
+        sm_scale = 1.0 / math.sqrt(d)
+        grid = (triton.cdiv(lq, block_m), batch * heads)
+        _forward_kernel[grid](
+            q, k, v, mask, seg, parts, out, lse,
+            *q.stride(), *k.stride(), *v.stride(), *mask.stride(),
+            heads, lq, d, sm_scale * LOG2E,
+            S=n_src, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
+            STORE_PARTS=store_parts, STORE_SUM=reduce_sum, PRECISION=_precision(q.dtype), UPCAST=_upcast(q.dtype),
+            num_warps=8 if block_m * block_d >= 128 * 128 else 4,
+        )
+        ctx.save_for_backward(q, k, v, mask, seg, parts if store_parts else None, lse)
+        ctx.max_len, ctx.reduce_sum = max_len, reduce_sum
+        return out if reduce_sum else parts
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, k, v, mask, seg, parts, lse = ctx.saved_tensors
+        n_src, batch, heads, lq, d = q.shape
+        grad = grad.to(q.dtype)
+        # With a sum every source receives the same output gradient: a stride-0 view, no copy.
+        do = grad.unsqueeze(0).expand(n_src, *grad.shape) if ctx.reduce_sum else grad
+        delta = (do.float() * parts.float()).sum(-1).contiguous()          # (S, B, H, Lq)
+        dq = torch.empty((n_src, batch, heads, lq, d), device=q.device, dtype=q.dtype)
+        dk = torch.empty((batch, heads, k.shape[2], d), device=q.device, dtype=k.dtype)
+        dv = torch.empty((batch, heads, v.shape[2], d), device=q.device, dtype=v.dtype)
+        block_d = max(16, triton.next_power_of_2(d))
+        cap = 32 if q.dtype == torch.float32 and block_d > 64 else 64
+        block_m, block_n = _block(lq, cap), _block(ctx.max_len, cap)
+        sm_scale = 1.0 / math.sqrt(d)
+        common = (*q.stride(), *k.stride(), *v.stride(), *mask.stride(), *do.stride())
+        precision = _precision(q.dtype)
+        _backward_dkdv_kernel[(triton.cdiv(ctx.max_len, block_n), batch * heads, n_src)](
+            q, k, v, mask, seg, do, lse, delta, dk, dv, *common,
+            heads, lq, d, k.shape[2], sm_scale * LOG2E, sm_scale,
+            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, PRECISION=precision, UPCAST=_upcast(q.dtype),
+        )
+        _backward_dq_kernel[(triton.cdiv(lq, block_m), batch * heads, n_src)](
+            q, k, v, mask, seg, do, lse, delta, dq, *common,
+            heads, lq, d, sm_scale * LOG2E, sm_scale,
+            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, PRECISION=precision, UPCAST=_upcast(q.dtype),
+        )
+        return dq, dk, dv, None, None, None, None
+
+
+def _check(q: torch.Tensor, sources: Sequence[tuple], queries: list[torch.Tensor]) -> None:
+    if not sources:
+        raise ValueError("fused attention needs at least one (k, v, key_mask) source")
+    if q.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise RuntimeError(f"the fused Triton attention runs on CUDA tensors (got {q.device}); use "
+                           "attention(..., backend='sdpa') on CPU, or set TRITON_INTERPRET=1 before importing triton")
+    if q.dtype not in DTYPES:
+        raise TypeError(f"fused attention supports {DTYPES}, got {q.dtype}")
+    batch, heads, _, d = q.shape
+    if not MIN_HEAD_DIM <= d <= MAX_HEAD_DIM:
+        raise ValueError(f"fused attention supports head dims {MIN_HEAD_DIM}..{MAX_HEAD_DIM}, got {d}; use backend='sdpa'")
+    for qs in queries:
+        if qs.shape != q.shape or qs.dtype != q.dtype or qs.device != q.device:
+            raise ValueError(f"all queries must share shape/dtype/device, got {tuple(qs.shape)} {qs.dtype} and "
+                             f"{tuple(q.shape)} {q.dtype}")
+    for i, (k, v, key_mask) in enumerate(sources):
+        if k.shape != v.shape or k.shape[:2] != (batch, heads) or k.shape[3] != d:
+            raise ValueError(f"source {i}: k {tuple(k.shape)} and v {tuple(v.shape)} must be (B={batch}, H={heads}, Lk, D={d})")
+        if k.dtype != q.dtype or v.dtype != q.dtype or k.device != q.device:
+            raise ValueError(f"source {i}: k/v must have the query's dtype {q.dtype} and device {q.device}")
+        if key_mask is not None and tuple(key_mask.shape) != (batch, k.shape[2]):
+            raise ValueError(f"source {i}: key_mask {tuple(key_mask.shape)} must be (B={batch}, Lk={k.shape[2]})")
+
+
+def fused_multi_source_attention(
+    q: torch.Tensor | Sequence[torch.Tensor],
+    sources: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]],
+    reduce: str = "sum",
+) -> torch.Tensor | list[torch.Tensor]:
+    """Attention of queries over S sources in one kernel launch.
+
+    q: (B, H, Lq, D) shared by all sources, or a sequence of S such tensors (one per source, e.g.
+    each source's own query projection). sources: [(k (B, H, Lk_s, D), v (B, H, Lk_s, D),
+    key_mask (B, Lk_s) bool, True = real key, or None)]. reduce="sum" returns the (B, H, Lq, D) sum
+    of the S outputs; "none" returns the list of S outputs. Rows without a real key give zeros.
+    """
+    if reduce not in ("sum", "none"):
+        raise ValueError(f"reduce must be 'sum' or 'none', got {reduce!r}")
+    queries = list(q) if isinstance(q, (list, tuple)) else []
+    if queries and len(queries) != len(sources):
+        raise ValueError(f"got {len(queries)} query tensors for {len(sources)} sources")
+    first = queries[0] if queries else q
+    _check(first, sources, queries)
+    n_src = len(sources)
+    q_all = torch.stack(queries) if queries else first.unsqueeze(0).expand(n_src, *first.shape)
+    lengths = [k.shape[2] for k, _, _ in sources]
+    masks = [torch.ones(first.shape[0], n, dtype=torch.bool, device=first.device) if m is None else m.bool()
+             for (_, _, m), n in zip(sources, lengths)]
+    if n_src == 1:
+        k_all, v_all = sources[0][0], sources[0][1]
+    else:
+        k_all = torch.cat([k for k, _, _ in sources], dim=2)
+        v_all = torch.cat([v for _, v, _ in sources], dim=2)
+    mask = torch.cat(masks, dim=1).to(torch.int8)
+    seg = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int32, device=first.device)
+    reduce_sum = reduce == "sum" and n_src > 1    # one source: its output is the sum
+    out = _MultiSourceAttention.apply(q_all, k_all, v_all, mask, seg, max(max(lengths), 1), reduce_sum)
+    if reduce_sum:
+        return out
+    parts = list(out.unbind(0))
+    return parts[0] if reduce == "sum" else parts
+
+
+def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                    key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(D)) v over the real keys; q (B, H, Lq, D), k/v (B, H, Lk, D), key_mask (B, Lk)."""
+    return fused_multi_source_attention(q, [(k, v, key_mask)], reduce="none")[0]

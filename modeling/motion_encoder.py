@@ -1,0 +1,64 @@
+"""Motion encoder: 263-d frames -> frame features (B, T, d) and a pooled embedding (B, d).
+
+MotionCLIP/LAVIMO: linear projection, a prepended [CLS] token, sinusoidal positions, a masked
+transformer; the CLS output is the motion embedding e_m. Optionally MLP's S-Enc (GCN over the 22
+joints of every frame) replaces the linear input path.
+
+The model always receives *normalized* features. The S-Enc needs the per-joint 12-d representation,
+which is derived from raw features, so the encoder keeps the dataset's FeatureStats (mean/std) as
+buffers (saved with the checkpoint; set them with `set_feature_stats`) and un-normalizes inside.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from modeling.config import MotionEncoderConfig
+from modeling.gcn import SpatialGCN, default_parents, skeleton_adjacency
+from modeling.sequence import SequenceTransformer
+
+
+def _default_joint12(features: torch.Tensor) -> torch.Tensor:
+    from shards.motion import features_to_joint12
+
+    return features_to_joint12(features)
+
+
+class MotionEncoder(nn.Module):
+    def __init__(self, cfg: MotionEncoderConfig, backend: str = "auto",
+                 joint12_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 parents: list[int] | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.gcn = None
+        in_dim = cfg.n_feats
+        if cfg.use_gcn:
+            adjacency = skeleton_adjacency(parents if parents is not None else default_parents(),
+                                           cfg.gcn_normalize_adjacency)
+            self.gcn = SpatialGCN(cfg.joint_feats, cfg.gcn_dim, cfg.gcn_layers, adjacency)
+            self.joint12_fn = joint12_fn or _default_joint12
+            self.register_buffer("feat_mean", torch.zeros(cfg.n_feats))
+            self.register_buffer("feat_std", torch.ones(cfg.n_feats))
+            in_dim = cfg.gcn_dim
+        self.transformer = SequenceTransformer(in_dim, cfg.latent_dim, cfg.n_layers, cfg.n_heads, cfg.ff_dim,
+                                               cfg.dropout, cfg.activation, backend, pooling="cls")
+
+    def set_feature_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """The mean/std the batches were normalized with ((x - mean) / std); needed by the S-Enc."""
+        if self.gcn is None:
+            return
+        self.feat_mean.copy_(torch.as_tensor(mean, dtype=self.feat_mean.dtype))
+        self.feat_std.copy_(torch.as_tensor(std, dtype=self.feat_std.dtype))
+
+    def forward(self, motion: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """motion (B, T, 263) normalized, mask (B, T) True = real frame -> ((B, T, d), (B, d))."""
+        if motion.shape[-1] != self.cfg.n_feats:
+            raise ValueError(f"motion has {motion.shape[-1]} features per frame, the encoder expects {self.cfg.n_feats}")
+        x = motion
+        if self.gcn is not None:
+            raw = motion * self.feat_std + self.feat_mean
+            joints = self.joint12_fn(raw).to(motion.dtype)           # (B, T, 22, 12)
+            x = self.gcn(joints, mask)
+        return self.transformer(x, mask)
