@@ -1,0 +1,522 @@
+"""Streaming, resumable reader of trimo shard sets for training and evaluation.
+
+How an epoch is split (all ranks compute the same plan from the index counts, no communication):
+1. The shard order of epoch e is a permutation seeded from (seed, e) in training, the index
+   order in evaluation. Concatenated, the shards give N global positions.
+2. There are S = world_size x num_workers slots (one per DataLoader worker of each rank). Slot
+   s = rank * num_workers + worker reads positions [s*q, (s+1)*q), q = ceil(N / S) with
+   `uneven="pad"` (positions >= N wrap to the start: a few samples repeat, marked `repeat=True`)
+   or q = floor(N / S) with `uneven="drop"` (the last N mod S positions of the epoch's order are
+   left out; the shard order changes each epoch, so different ones). When S divides N every
+   sample is read exactly once. A slot reads only the shards its range touches.
+3. A slot shuffles its raw samples with a buffer seeded from (seed, epoch, rank, worker) and
+   decodes them; a bad or length-filtered sample is skipped and counted. Each slot yields exactly
+   q samples: with `fill_skipped` it replaces skipped ones by reading on past its range (marked
+   `repeat=True`), so every rank yields the same number of batches even when samples are bad,
+   and a collective never waits on a rank that ran short.
+4. Resume: the state (`ShardLoader.state_dict()`, JSON-able) is the epoch, the samples consumed
+   per worker and the number of DataLoader items received. Workers replay their stream and drop
+   the first `consumed[worker]` samples, and the DataLoader's worker rotation restarts at the
+   worker that was due, so the rest is identical to an uninterrupted epoch. Replayed samples are
+   decoded again: resuming costs time proportional to the part of the epoch already done. With
+   equal quotas all ranks consume the same per-worker counts, so any rank's state restores every
+   rank. Don't also call accelerate's `skip_first_batches`.
+5. Skip counts: a bad sample is counted (by reason, see `ShardLoader.skipped`) once per epoch,
+   by the slot whose range holds it; reads for refills and wrapped positions don't count again.
+   Each worker stream ends with a marker item that ShardLoader swallows, so skips after a
+   worker's last sample are counted too.
+
+Ranks come from the `rank` / `world_size` arguments or, when those are None, from
+torch.distributed (if initialized when the dataset is built or iterated in the main process).
+Use `ShardLoader` for batches and the state; don't pass it through `accelerator.prepare`, which
+would split the already split stream again.
+
+Samples are dicts: key, motion float32 (T, 263) (cropped to the caption's span), joints float32
+(Tj, 22, 3) if stored, video uint8 (l_v, 3, H, W) if stored and enabled (convert to float / 255 on the device), text
+(among the non-empty captions whose span passes the length filter: a random one in training, the
+first in evaluation; None for a localization sample without captions), events, moments, span
+(first, stop) frames of the crop, meta, repeat. `collate_samples` pads them into a batch.
+Video is decoded with PyAV by default (`video_backend="decord"` tries decord first; see
+shards.video_io for why that is not the default).
+"""
+from __future__ import annotations
+
+import bisect
+import glob
+import json
+import logging
+import math
+import re
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import closing
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from webdataset.gopen import gopen
+from webdataset import shardlists, tariterators
+
+from shards.schema import INDEX_NAME, ShardEntry, ShardError, ShardIndex, decode_sample, validate_sample
+from shards.video_io import decode_mp4
+
+log = logging.getLogger("trimo.shards")
+LOCAL_SCHEMES = ("", "file", "pipe", "http", "https")  # opened by webdataset.gopen (curl for http)
+# Skip-counter keys: one per reason a sample was left out; "ignored_member" counts unknown tar
+# members that were dropped without decoding (their sample is still used).
+IGNORED_MEMBER = "ignored_member"
+
+
+# ----------------------------------------------------------------------------- URLs and raw tar
+
+def expand_urls(spec: str | Sequence[str]) -> list[str]:
+    """Brace lists (`shard-{000..009}.tar`), `::`-joined lists and globs -> a list of URLs.
+
+    Globs match local files, or remote ones through fsspec for URLs with a scheme; `pipe:`
+    commands are only brace-expanded.
+    """
+    out: list[str] = []
+    for item in [spec] if isinstance(spec, str) else spec:
+        for url in shardlists.expand_urls(item):
+            if url.startswith("pipe:") or not any(c in url for c in "*?["):
+                out.append(url)
+                continue
+            matches = _glob(url)
+            if not matches:
+                raise ShardError(f"{url}: the pattern matches no shard; check the path", "bad_url")
+            out.extend(matches)
+    return out
+
+
+def _glob(pattern: str) -> list[str]:
+    if urlparse(pattern).scheme in ("", "file"):
+        return sorted(glob.glob(pattern.removeprefix("file://")))
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(pattern)
+    return sorted(fs.unstrip_protocol(p) for p in fs.glob(path))
+
+
+def open_url(url: str):
+    """A binary stream for a local path, `file:`, `pipe:cmd`, http(s) (curl) or any fsspec URL."""
+    if urlparse(url).scheme in LOCAL_SCHEMES or url.startswith("pipe:"):
+        return gopen(url, "rb")
+    import fsspec
+
+    return fsspec.open(url, "rb").open()
+
+
+def iter_raw_shard(url: str, errors: list[str] | None = None, members: Sequence[str] | None = None) -> Iterator[dict]:
+    """Raw samples ({__key__, __url__, member: bytes}) of one shard, in stored order.
+
+    Read errors (unreadable URL, truncated or corrupt tar) end the shard; their messages are
+    appended to `errors` instead of being raised. `members` limits which members are read into memory.
+    """
+    errors = errors if errors is not None else []
+
+    def stop(exn: Exception) -> bool:
+        errors.append(f"{url}: {type(exn).__name__}: {exn.args[0] if exn.args else exn}")
+        return False
+
+    def keep_going(exn: Exception) -> bool:
+        errors.append(f"{url}: {type(exn).__name__}: {exn.args[0] if exn.args else exn}")
+        return True
+
+    try:
+        stream = open_url(url)
+    except Exception as exn:  # missing file, failed command, network: the shard yields nothing
+        stop(exn)
+        return
+    try:
+        select = None if members is None else (lambda name: name.split(".", 1)[-1] in members)
+        files = tariterators.tar_file_expander([{"url": url, "stream": stream}], handler=stop, select_files=select)
+        yield from tariterators.group_by_keys(files, handler=keep_going)
+    finally:
+        try:
+            stream.close()
+        except Exception:  # a pipe closed early exits with SIGPIPE; nothing left to report
+            pass
+
+
+def iter_decoded(urls: Sequence[str], members: Sequence[str] | None = None) -> Iterator[dict]:
+    """Decoded, validated samples of whole shards in order; raises ShardError on the first bad one."""
+    for url in urls:
+        errors: list[str] = []
+        for raw in iter_raw_shard(url, errors, members):
+            sample, _ = decode_sample(raw)
+            if members is None:
+                validate_sample(sample)
+            yield sample
+        if errors:
+            raise ShardError(f"cannot read shard: {errors[0]}", "tar_error")
+
+
+def load_index(spec: str | ShardIndex | dict) -> ShardIndex:
+    """A ShardIndex from an object, a dict, a `shards.json` path/URL, or the folder holding one."""
+    if isinstance(spec, ShardIndex):
+        return spec
+    if isinstance(spec, dict):
+        return ShardIndex.from_json(spec)
+    url = spec if spec.endswith(".json") else spec.rstrip("/") + "/" + INDEX_NAME
+    try:
+        with closing(open_url(url)) as f:
+            data = json.loads(f.read().decode("utf-8"))
+    except (OSError, ValueError) as err:
+        raise ShardError(f"{url}: cannot read the shard index ({err}); write it with shards.writer "
+                         "or tools/validate_shards.py --write-index", "bad_index") from None
+    return ShardIndex.from_json(data, location=url)
+
+
+def resolve_urls(index: ShardIndex, urls: str | Sequence[str] | None = None) -> list[tuple[ShardEntry, str]]:
+    """Pair index entries with URLs: beside the index by default, else matched by file name."""
+    if urls is None:
+        if index.location is None:
+            raise ShardError("the shard index has no location; pass the shard urls explicitly", "bad_url")
+        base = index.location.rsplit("/", 1)[0] if "/" in index.location else "."
+        return [(entry, f"{base}/{entry.name}") for entry in index.shards]
+    pairs = []
+    for url in expand_urls(urls):
+        tokens = set(re.split(r"[\s/:]", url))
+        named = [e for e in index.shards if e.name in tokens]
+        if len(named) != 1:
+            raise ShardError(f"{url}: no single shard of the index is named in this URL; "
+                             f"URLs must contain the index's file names (e.g. {index.shards[0].name})", "bad_url")
+        pairs.append((named[0], url))
+    return pairs
+
+
+# ----------------------------------------------------------------------------- the dataset
+
+class ShardDataset(IterableDataset):
+    """An epoch of decoded samples for this rank and DataLoader worker (see the module docstring)."""
+
+    def __init__(self, index: str | ShardIndex | dict, urls: str | Sequence[str] | None = None, *,
+                 training: bool = True, seed: int = 0, rank: int | None = None, world_size: int | None = None,
+                 shuffle_buffer: int = 1000, uneven: str = "pad", fill_skipped: bool = True,
+                 min_frames: int | None = 40, max_frames: int | None = 200, load_video: bool = True,
+                 num_video_frames: int = 8, video_size: int | tuple[int, int] | None = 224,
+                 video_backend: str = "pyav", load_joints: bool = True):
+        if uneven not in ("pad", "drop"):
+            raise ValueError(f"uneven={uneven!r}: use 'pad' (repeat a few samples) or 'drop'")
+        self.index = load_index(index)
+        self.shards = resolve_urls(self.index, urls)
+        self.total = sum(entry.count for entry, _ in self.shards)
+        if self.total == 0:
+            raise ShardError(f"{self.index.location or 'shard set'}: the shards hold no samples", "bad_index")
+        self.training, self.seed, self.uneven, self.fill_skipped = training, seed, uneven, fill_skipped
+        self.shuffle_buffer = shuffle_buffer if training else 0
+        self.min_frames, self.max_frames = min_frames, max_frames
+        self.load_video, self.num_video_frames, self.video_size = load_video, num_video_frames, video_size
+        self.video_backend, self.load_joints = video_backend, load_joints
+        self.rank, self.world_size = rank, world_size
+        if rank is None or world_size is None:
+            self.rank, self.world_size = _distributed_rank_world(rank, world_size)
+        self.epoch = 0
+        self.resume: tuple[int, list[int]] | None = None  # (epoch, consumed per worker)
+        self.end_marker = False  # set by ShardLoader: end each worker's stream with a marker item
+        self.worker_offset = 0  # set by ShardLoader on resume: DataLoader worker i plays worker i + offset
+
+    # --- the plan --------------------------------------------------------------------------
+    def quota(self, num_workers: int = 0) -> int:
+        """Samples each worker yields per epoch (the same on every rank)."""
+        slots = self.world_size * max(1, num_workers)
+        q = math.ceil(self.total / slots) if self.uneven == "pad" else self.total // slots
+        if q == 0:
+            raise ShardError(f"{self.total} samples cannot feed {slots} rank x worker slots with uneven='drop'; "
+                             "use uneven='pad' or fewer workers", "bad_index")
+        return q
+
+    def num_batches(self, batch_size: int, num_workers: int = 0, drop_last: bool = False) -> int:
+        """Batches one rank gets per epoch from a DataLoader with these settings."""
+        q = self.quota(num_workers)
+        per_worker = q // batch_size if drop_last else math.ceil(q / batch_size)
+        return per_worker * max(1, num_workers)
+
+    def shard_order(self, epoch: int) -> list[int]:
+        order = np.arange(len(self.shards))
+        if self.training:
+            np.random.default_rng([self.seed, epoch]).shuffle(order)
+        return order.tolist()
+
+    # --- iteration ---------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[dict]:
+        if self.rank is None or self.world_size is None:
+            self.rank, self.world_size = _distributed_rank_world(self.rank, self.world_size)
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        worker = (worker + self.worker_offset) % num_workers
+        skip = 0
+        if self.resume is not None and self.resume[0] == self.epoch:
+            consumed = self.resume[1]
+            if len(consumed) != num_workers:
+                raise ShardError(f"reader state was saved with {len(consumed)} workers, now {num_workers}; "
+                                 "resume with the same num_workers", "bad_state")
+            skip = consumed[worker]
+        counter: Counter = Counter()
+        for i, sample in enumerate(self._slot(self.epoch, self.rank * num_workers + worker, num_workers, counter)):
+            if i >= skip:
+                sample["_pos"] = (worker, i)
+                sample["_skips"] = dict(counter)
+                yield sample
+        if self.end_marker:  # carries the skips met after the last sample to ShardLoader
+            yield {"_end": True, "_pos": (worker, -1), "_skips": dict(counter)}
+
+    def _slot(self, epoch: int, slot: int, num_workers: int, counter: Counter) -> Iterator[dict]:
+        q = self.quota(num_workers)
+        order = self.shard_order(epoch)
+        start = slot * q
+        pick = np.random.default_rng([self.seed, epoch, slot, 1])
+        own = self._positions(order, start, start + q)
+        if self.shuffle_buffer > 1:
+            own = _buffered_shuffle(own, self.shuffle_buffer, np.random.default_rng([self.seed, epoch, slot, 0]))
+        done = 0
+        for pos, raw in own:
+            # positions >= total repeat other slots' samples: their skips are counted there
+            sample = self._prepare(raw, pick, counter if pos < self.total else None)
+            if sample is not None:
+                sample["repeat"] = pos >= self.total
+                done += 1
+                yield sample
+        position = start + q
+        while self.fill_skipped and done < q:
+            found = 0
+            for pos, raw in self._positions(order, position, position + self.total):
+                position = pos + 1
+                sample = self._prepare(raw, pick, None)
+                if sample is not None:
+                    sample["repeat"] = True
+                    found += 1
+                    done += 1
+                    yield sample
+                    if done == q:
+                        return
+            if found == 0:
+                raise ShardError(f"{self.index.location or 'shard set'}: no valid sample in the whole set "
+                                 f"(skips: {dict(counter)})", "no_samples")
+
+    def _positions(self, order: list[int], start: int, stop: int) -> Iterator[tuple[int, dict]]:
+        """(position, raw sample) for global positions start..stop-1 (modulo the total); a sample
+        the shard failed to deliver (truncated / corrupt tar) comes as {"__lost__": message}."""
+        counts = [self.shards[k][0].count for k in order]
+        cum = np.concatenate([[0], np.cumsum(counts)]).tolist()
+        pos = start
+        while pos < stop:
+            p = pos % self.total
+            k = bisect.bisect_right(cum, p) - 1
+            entry, url = self.shards[order[k]]
+            offset = p - cum[k]
+            take = min(entry.count - offset, stop - pos)
+            errors: list[str] = []
+            got = 0
+            with closing(iter_raw_shard(url, errors)) as raws:
+                for i, raw in enumerate(raws):
+                    if i >= offset:
+                        yield pos + got, raw
+                        got += 1
+                        if got == take:
+                            break
+            if got < take:
+                why = errors[0] if errors else f"{url}: fewer samples than the index says"
+                for j in range(got, take):
+                    yield pos + j, {"__lost__": f"sample {offset + j} of {url} lost to a tar read error ({why})"}
+            pos += take
+
+    def _prepare(self, raw: dict, pick: np.random.Generator, counter: Counter | None) -> dict | None:
+        """Decode, check, pick a caption, crop and load video; None (counted) for a bad sample."""
+        try:
+            if "__lost__" in raw:
+                raise ShardError(raw["__lost__"], "tar_error")
+            sample, ignored = decode_sample(raw)
+            if counter is not None and ignored:
+                counter[IGNORED_MEMBER] += len(ignored)
+            validate_sample(sample)
+            return self._crop_and_load(sample, pick)
+        except ShardError as err:
+            if counter is not None:
+                counter[err.reason] += 1
+                log.warning("skipped (%s): %s", err.reason, err)
+            return None
+
+    def _crop_and_load(self, sample: dict, pick: np.random.Generator) -> dict:
+        motion, meta = sample["motion"].astype(np.float32), sample["meta"]
+        fps, frames = float(meta["fps"]), len(motion)
+        texts = [t for t in meta["texts"] if t["text"].strip()]
+        spans = [(t, *_caption_frames(t, frames, fps)) for t in texts] if texts else [(None, 0, frames)]
+        spans = [s for s in spans if s[2] > s[1] and self._length_ok(s[2] - s[1])]
+        if not spans:
+            raise ShardError(f"sample {sample['key']!r}: no caption span of {self.min_frames}..{self.max_frames} "
+                             f"frames (clip has {frames})", "filtered_length")
+        text, first, stop = spans[int(pick.integers(len(spans)))] if self.training else spans[0]
+        out = {"key": sample["key"], "motion": motion[first:stop], "text": text["text"] if text else None,
+               "events": text.get("events") if text else None, "moments": meta.get("moments") or [],
+               "span": (first, stop), "meta": meta}
+        if self.load_joints and sample.get("joints") is not None:
+            out["joints"] = sample["joints"].astype(np.float32)[first:min(stop + 1, len(sample["joints"]))]
+        if self.load_video and sample.get("video") is not None:
+            whole = first == 0 and stop == frames
+            video = decode_mp4(sample["video"], self.num_video_frames, self.video_size,
+                               None if whole else first / fps, None if whole else stop / fps,
+                               backend=self.video_backend, where=f"sample {sample['key']!r} video.mp4")
+            out["video"] = np.ascontiguousarray(video.transpose(0, 3, 1, 2))
+        return out
+
+    def _length_ok(self, n: int) -> bool:
+        return (self.min_frames is None or n >= self.min_frames) and (self.max_frames is None or n <= self.max_frames)
+
+
+def _caption_frames(text: dict, frames: int, fps: float) -> tuple[int, int]:
+    """Frame span of a caption: [int(start*fps), int(end*fps)) clipped; null or 0/0 = whole clip."""
+    start, end = text.get("start"), text.get("end")
+    if start is None or end is None or (start == 0 and end == 0):
+        return 0, frames
+    first = min(int(start * fps), frames)
+    return first, min(max(int(end * fps), first), frames)
+
+
+def _buffered_shuffle(items: Iterator, size: int, rng: np.random.Generator) -> Iterator:
+    buffer: list = []
+    for item in items:
+        if len(buffer) < size:
+            buffer.append(item)
+            continue
+        j = int(rng.integers(size))
+        yield buffer[j]
+        buffer[j] = item
+    for j in rng.permutation(len(buffer)):
+        yield buffer[j]
+
+
+def _distributed_rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return (torch.distributed.get_rank() if rank is None else rank,
+                torch.distributed.get_world_size() if world_size is None else world_size)
+    if rank is not None or world_size is not None:
+        raise ValueError("pass both rank and world_size, or neither (they then come from torch.distributed)")
+    return 0, 1
+
+
+# ----------------------------------------------------------------------------- batches
+
+def collate_samples(samples: list[dict]) -> dict[str, Any]:
+    """Pad motion (and joints) to the batch's longest clip; mask is True on real frames.
+
+    Videos are stacked as uint8 (B, l_v, 3, H, W); samples without video get zeros and
+    has_video False (same for joints / has_joints).
+    """
+    lengths = torch.tensor([len(s["motion"]) for s in samples])
+    motion = torch.zeros(len(samples), int(lengths.max()), samples[0]["motion"].shape[-1])
+    for i, s in enumerate(samples):
+        motion[i, : len(s["motion"])] = torch.from_numpy(s["motion"])
+    batch: dict[str, Any] = {
+        "key": [s["key"] for s in samples], "motion": motion,
+        "mask": torch.arange(motion.shape[1])[None] < lengths[:, None], "length": lengths,
+        "text": [s["text"] for s in samples], "events": [s["events"] for s in samples],
+        "moments": [s["moments"] for s in samples], "span": torch.tensor([s["span"] for s in samples]),
+        "meta": [s["meta"] for s in samples], "repeat": torch.tensor([bool(s.get("repeat")) for s in samples]),
+    }
+    with_joints = [s for s in samples if "joints" in s]
+    if with_joints:
+        j_len = torch.tensor([len(s["joints"]) if "joints" in s else 0 for s in samples])
+        joints = torch.zeros(len(samples), int(j_len.max()), *with_joints[0]["joints"].shape[1:])
+        for i, s in enumerate(samples):
+            if "joints" in s:
+                joints[i, : len(s["joints"])] = torch.from_numpy(s["joints"])
+        batch.update(joints=joints, joints_mask=torch.arange(joints.shape[1])[None] < j_len[:, None],
+                     has_joints=j_len > 0)
+    with_video = [s for s in samples if "video" in s]
+    if with_video:
+        shape = with_video[0]["video"].shape
+        video = torch.zeros(len(samples), *shape, dtype=torch.uint8)
+        for i, s in enumerate(samples):
+            if "video" in s:
+                video[i] = torch.from_numpy(s["video"])
+        batch.update(video=video, has_video=torch.tensor(["video" in s for s in samples]))
+    return batch
+
+
+class ShardLoader:
+    """Batches of a ShardDataset through a torch DataLoader, with a resumable state.
+
+    Iterating gives one epoch (`self.epoch`) and then moves to the next. `state_dict()` after k
+    batches and `load_state_dict()` in a new process continue with batch k+1 of that epoch.
+    `skipped` counts skipped samples by reason over all epochs (summed over this rank's workers).
+    """
+
+    def __init__(self, dataset: ShardDataset, batch_size: int, num_workers: int = 0, drop_last: bool = False,
+                 collate_fn=collate_samples, **dataloader_kwargs):
+        self.dataset, self.batch_size, self.num_workers, self.drop_last = dataset, batch_size, num_workers, drop_last
+        self.collate_fn, self.dataloader_kwargs = collate_fn, dataloader_kwargs
+        self.epoch = 0
+        self.consumed = [0] * max(1, num_workers)
+        self.received = 0  # DataLoader items of this epoch (batches and end markers)
+        self.skips_done: Counter = Counter()       # finished epochs
+        self.skips_epoch = [Counter() for _ in self.consumed]  # latest cumulative count per worker
+
+    def __len__(self) -> int:
+        return self.dataset.num_batches(self.batch_size, self.num_workers, self.drop_last)
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.epoch, self.consumed, self.received = epoch, [0] * len(self.consumed), 0
+
+    @property
+    def skipped(self) -> Counter:
+        total = Counter(self.skips_done)
+        for c in self.skips_epoch:
+            total.update(c)
+        return total
+
+    def __iter__(self) -> Iterator[dict]:
+        self.dataset.epoch = self.epoch
+        self.dataset.resume = (self.epoch, list(self.consumed)) if any(self.consumed) else None
+        self.dataset.end_marker = True
+        # The DataLoader takes batches from its workers in strict rotation starting at worker 0,
+        # and every worker has the same number of items; after `received` items the next one is
+        # due from worker received % W, so a resumed run starts the rotation there.
+        self.dataset.worker_offset = self.received % len(self.consumed)
+        # drop_last is applied here, after the end markers are taken out, so that they never
+        # change which batches are full
+        loader = DataLoader(self.dataset, batch_size=self.batch_size, num_workers=self.num_workers,
+                            collate_fn=self._collate, persistent_workers=False, **self.dataloader_kwargs)
+        for batch, (worker, consumed, skips) in loader:
+            self.received += 1
+            self.skips_epoch[worker] = Counter(skips)
+            if batch is None or (self.drop_last and len(batch["key"]) < self.batch_size):
+                continue
+            self.consumed[worker] = consumed
+            yield batch
+        self.dataset.resume = None
+        self.skips_done = self.skipped
+        self.skips_epoch = [Counter() for _ in self.consumed]
+        self.epoch, self.consumed, self.received = self.epoch + 1, [0] * len(self.consumed), 0
+
+    def _collate(self, items: list[dict]) -> tuple[dict | None, tuple[int, int, dict]]:
+        """(batch or None, (worker, samples consumed, cumulative skips)) from one worker's items."""
+        samples = [s for s in items if not s.get("_end")]
+        worker = items[-1]["_pos"][0]
+        consumed = max((s["_pos"][1] for s in samples), default=-1) + 1
+        skips = items[-1]["_skips"]
+        for s in samples:
+            del s["_pos"], s["_skips"]
+        return (self.collate_fn(samples) if samples else None), (worker, consumed, skips)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "consumed": list(self.consumed), "received": self.received,
+                "seed": self.dataset.seed,
+                "world_size": self.dataset.world_size, "skips_done": dict(self.skips_done),
+                "skips_epoch": [dict(c) for c in self.skips_epoch]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if len(state["consumed"]) != len(self.consumed):
+            raise ShardError(f"reader state has {len(state['consumed'])} workers, this loader {len(self.consumed)}; "
+                             "resume with the same num_workers", "bad_state")
+        if state["seed"] != self.dataset.seed or state["world_size"] != self.dataset.world_size:
+            raise ShardError(f"reader state was saved with seed {state['seed']} and world size {state['world_size']}, "
+                             f"this run has {self.dataset.seed} and {self.dataset.world_size}; an exact resume "
+                             "needs the same ones", "bad_state")
+        self.epoch, self.consumed = int(state["epoch"]), [int(c) for c in state["consumed"]]
+        self.received = int(state["received"])
+        self.skips_done = Counter(state["skips_done"])
+        self.skips_epoch = [Counter(c) for c in state["skips_epoch"]]

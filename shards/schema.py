@@ -1,0 +1,253 @@
+"""The trimo shard format, version 1: one WebDataset sample per motion clip, plus an index.
+
+A shard is a plain (uncompressed) tar written by webdataset's ShardWriter. A sample is the group
+of members sharing a key `<key>.<ext>`; only these extensions exist (anything else in a shard is
+ignored by the reader and never decoded, so pickles such as `.pyd` / `.pickle` are harmless):
+
+  motion.npy   required  float32 (T, 263) HumanML3D features at `meta.fps` (20) fps, saved
+                         without pickle (read back with np.load(..., allow_pickle=False))
+  joints.npy   optional  float32 (Tj, 22, 3) joint positions in metres, Y up; Tj is T or T+1
+                         (the features lose one frame to velocities)
+  video.mp4    optional  H.264 (yuv420p) rendering of the same motion, any size and frame rate
+  meta.json    required  UTF-8 JSON object:
+      dataset: str, split: str, fps: float (frame rate of motion.npy), duration: float seconds,
+      mirrored: bool, source: str (id of the raw clip),
+      texts: [{text: str, events: [str] | null, start: float | null, end: float | null}, ...]
+             start/end in seconds inside this clip; null (or 0/0) means the whole clip,
+      moments (localization samples only): [{text: str, start: float, end: float}, ...] inside
+             the untrimmed motion.
+  Keys: letters, digits, `_`, `-` and `/` (no dots: WebDataset splits the member name at the
+  first dot); mirrored clips carry an `M` prefix on the last path part.
+
+The index `shards.json` beside the shards (`ShardIndex`) records the schema version, per-shard
+sample counts, bytes and frames, the feature statistics (shards.motion.FeatureStats, inline as
+lists, so the index alone gives normalization), and the command that wrote the set.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+SCHEMA_NAME = "trimo-shards"
+SCHEMA_VERSION = 1
+FEATURE_DIM = 263
+NUM_JOINTS = 22
+MEMBERS = ("motion.npy", "joints.npy", "video.mp4", "meta.json")
+REQUIRED_MEMBERS = ("motion.npy", "meta.json")
+INDEX_NAME = "shards.json"
+_KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+(?:/[A-Za-z0-9_\-]+)*$")
+
+
+class ShardError(ValueError):
+    """A bad sample or shard; `reason` is a short category used by the reader's skip counter."""
+
+    def __init__(self, message: str, reason: str = "bad_sample"):
+        super().__init__(message)
+        self.reason = reason
+
+
+# ----------------------------------------------------------------------------- one sample
+
+def encode_sample(sample: dict[str, Any]) -> dict[str, Any]:
+    """Turn {key, motion, meta, joints?, video?} into the bytes members ShardWriter writes.
+
+    `video` must already be mp4 bytes (see shards.video_io.encode_mp4).
+    """
+    validate_sample(sample)
+    out: dict[str, Any] = {"__key__": sample["key"], "motion.npy": _npy_bytes(sample["motion"]),
+                           "meta.json": json.dumps(sample["meta"], sort_keys=True, ensure_ascii=False).encode()}
+    if sample.get("joints") is not None:
+        out["joints.npy"] = _npy_bytes(sample["joints"])
+    if sample.get("video") is not None:
+        out["video.mp4"] = bytes(sample["video"])
+    return out
+
+
+def decode_sample(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Decode the whitelisted members of a raw WebDataset sample (member name -> bytes).
+
+    Returns ({key, motion, meta, joints?, video? (still mp4 bytes), url}, ignored member names).
+    Raises ShardError with a reason for anything undecodable; never unpickles.
+    """
+    key = str(raw.get("__key__"))
+    where = f"sample {key!r} in {raw.get('__url__', '?')}"
+    ignored = [name for name in raw if not name.startswith("__") and name not in MEMBERS]
+    missing = [name for name in REQUIRED_MEMBERS if name not in raw]
+    if missing:
+        raise ShardError(f"{where}: missing member(s) {missing}; rewrite the shard with shards.writer", "missing_field")
+    out: dict[str, Any] = {"key": key, "url": raw.get("__url__")}
+    out["motion"] = _load_npy(raw["motion.npy"], f"{where}: motion.npy")
+    if "joints.npy" in raw:
+        out["joints"] = _load_npy(raw["joints.npy"], f"{where}: joints.npy")
+    try:
+        out["meta"] = json.loads(bytes(raw["meta.json"]).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ShardError(f"{where}: meta.json is not valid UTF-8 JSON ({err})", "bad_json") from None
+    if "video.mp4" in raw:
+        out["video"] = bytes(raw["video.mp4"])
+    return out, ignored
+
+
+def validate_sample(sample: dict[str, Any]) -> None:
+    """Check a decoded sample against schema v1; raise ShardError(reason) naming the sample."""
+    key = sample.get("key")
+    if not isinstance(key, str) or not _KEY_RE.match(key):
+        raise ShardError(f"sample key {key!r}: use letters, digits, '_', '-' and '/' only (no dots)", "bad_key")
+    where = f"sample {key!r}" + (f" in {sample['url']}" if sample.get("url") else "")
+    motion = sample.get("motion")
+    if motion is None or sample.get("meta") is None:
+        raise ShardError(f"{where}: motion and meta are required", "missing_field")
+    _check_array(motion, (FEATURE_DIM,), f"{where}: motion", "(T, 263) float features")
+    joints = sample.get("joints")
+    if joints is not None:
+        _check_array(joints, (NUM_JOINTS, 3), f"{where}: joints", "(T, 22, 3) float positions")
+        if len(joints) not in (len(motion), len(motion) + 1):
+            raise ShardError(f"{where}: joints have {len(joints)} frames for {len(motion)} feature frames "
+                             "(expected T or T+1)", "bad_shape")
+    video = sample.get("video")
+    if video is not None and (not isinstance(video, (bytes, bytearray, memoryview)) or len(video) == 0):
+        raise ShardError(f"{where}: video must be non-empty mp4 bytes", "bad_video")
+    validate_meta(sample["meta"], where)
+
+
+def validate_meta(meta: Any, where: str) -> None:
+    """Check meta.json's fields; captions must be non-empty strings, times finite and ordered."""
+    if not isinstance(meta, dict):
+        raise ShardError(f"{where}: meta.json must be a JSON object", "bad_meta")
+    for name, kind in (("dataset", str), ("split", str), ("texts", list)):
+        if not isinstance(meta.get(name), kind):
+            raise ShardError(f"{where}: meta.{name} must be a {kind.__name__}", "missing_field")
+    fps = meta.get("fps")
+    if not isinstance(fps, (int, float)) or isinstance(fps, bool) or not math.isfinite(fps) or fps <= 0:
+        raise ShardError(f"{where}: meta.fps must be a positive number", "missing_field")
+    for i, entry in enumerate(meta["texts"]):
+        if not isinstance(entry, dict) or not isinstance(entry.get("text"), str):
+            raise ShardError(f"{where}: meta.texts[{i}] must be an object with a 'text' string", "bad_meta")
+        events = entry.get("events")
+        if events is not None and not (isinstance(events, list) and all(isinstance(e, str) for e in events)):
+            raise ShardError(f"{where}: meta.texts[{i}].events must be a list of strings or null", "bad_meta")
+        _check_span(entry.get("start"), entry.get("end"), f"{where}: meta.texts[{i}]", optional=True)
+    moments = meta.get("moments") or []
+    if not isinstance(moments, list):
+        raise ShardError(f"{where}: meta.moments must be a list", "bad_meta")
+    for i, moment in enumerate(moments):
+        if not isinstance(moment, dict) or not isinstance(moment.get("text"), str):
+            raise ShardError(f"{where}: meta.moments[{i}] must be an object with a 'text' string", "bad_meta")
+        _check_span(moment.get("start"), moment.get("end"), f"{where}: meta.moments[{i}]", optional=False)
+    has_caption = any(e["text"].strip() for e in meta["texts"]) or any(m["text"].strip() for m in moments)
+    if not has_caption:
+        raise ShardError(f"{where}: no non-empty caption in meta.texts or meta.moments", "empty_caption")
+
+
+def _check_span(start: Any, end: Any, where: str, optional: bool) -> None:
+    if optional and start is None and end is None:
+        return
+    for name, value in (("start", start), ("end", end)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise ShardError(f"{where}.{name} must be a finite number of seconds", "bad_meta")
+    if start < 0 or end < start:
+        raise ShardError(f"{where}: span [{start}, {end}] must satisfy 0 <= start <= end", "bad_meta")
+
+
+def _check_array(arr: Any, tail: tuple[int, ...], where: str, expected: str) -> None:
+    if not isinstance(arr, np.ndarray) or arr.ndim != 1 + len(tail) or arr.shape[1:] != tail or len(arr) == 0:
+        shape = getattr(arr, "shape", type(arr).__name__)
+        raise ShardError(f"{where} has shape {shape}, expected {expected}", "bad_shape")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise ShardError(f"{where} has dtype {arr.dtype}, expected {expected}", "bad_shape")
+    if not np.isfinite(arr).all():
+        raise ShardError(f"{where} contains NaN/inf; fix or drop the clip before sharding", "nonfinite")
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(arr, dtype=np.float32), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _load_npy(data: bytes, where: str) -> np.ndarray:
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as err:  # numpy raises ValueError/OSError/EOFError/... on corrupt headers
+        raise ShardError(f"{where} is not a pickle-free .npy array ({type(err).__name__}: {err})", "bad_npy") from None
+
+
+# ----------------------------------------------------------------------------- the index
+
+@dataclass
+class ShardEntry:
+    """One shard: its file name (relative to the index), sample count, bytes and motion frames."""
+
+    name: str
+    count: int
+    bytes: int = 0
+    frames: int = 0
+
+
+@dataclass
+class ShardIndex:
+    """`shards.json`: what a shard set holds. `location` (not saved) is where it was loaded from."""
+
+    shards: list[ShardEntry]
+    command: str = ""
+    feature_stats: dict[str, Any] | None = None
+    created: str = ""
+    schema: str = SCHEMA_NAME
+    schema_version: int = SCHEMA_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+    location: str | None = field(default=None, compare=False)
+
+    @property
+    def total(self) -> int:
+        return sum(s.count for s in self.shards)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("location")
+        data["total"] = self.total
+        return data
+
+    def save(self, path: str) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.to_json(), f, indent=1)
+            f.write("\n")
+
+    @classmethod
+    def from_json(cls, data: Any, location: str | None = None) -> ShardIndex:
+        where = location or "shard index"
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA_NAME:
+            raise ShardError(f"{where}: not a trimo shard index (schema must be {SCHEMA_NAME!r})", "bad_index")
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise ShardError(f"{where}: schema version {data.get('schema_version')} is not supported "
+                             f"(this trimo reads {SCHEMA_VERSION}); rewrite the shards", "bad_index")
+        try:
+            shards = [ShardEntry(**s) for s in data["shards"]]
+        except (KeyError, TypeError) as err:
+            raise ShardError(f"{where}: malformed 'shards' list ({err})", "bad_index") from None
+        if any(s.count < 0 for s in shards) or len({s.name for s in shards}) != len(shards):
+            raise ShardError(f"{where}: shard names must be unique and counts non-negative", "bad_index")
+        return cls(shards=shards, command=data.get("command", ""), feature_stats=data.get("feature_stats"),
+                   created=data.get("created", ""), extra=data.get("extra", {}), location=location)
+
+    def stats(self):
+        """The stored feature statistics as a shards.motion.FeatureStats (None if absent)."""
+        if self.feature_stats is None:
+            return None
+        from shards.motion import FeatureStats
+        s = self.feature_stats
+        return FeatureStats(name=s["name"], convention=s["convention"], mean=np.array(s["mean"]),
+                            std=np.array(s["std"]), count=int(s["count"]),
+                            group_divisors=tuple(s.get("group_divisors", (1.0,) * 7)))
+
+
+def stats_to_json(stats) -> dict[str, Any]:
+    """A FeatureStats as the JSON-able dict stored in the index."""
+    return {"name": stats.name, "convention": stats.convention, "count": int(stats.count),
+            "mean": [float(v) for v in stats.mean], "std": [float(v) for v in stats.std],
+            "group_divisors": [float(v) for v in stats.group_divisors]}
