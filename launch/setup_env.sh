@@ -27,6 +27,18 @@ if [ "$have_torch" != "yes" ]; then
     pip install --quiet "torch==2.13.0"
 fi
 
+# Mesa's EGL (CPU llvmpipe) for the headless video renderer; without it rendering falls back to
+# the slower NumPy rasterizer. Installed only when missing and when we may (root with apt-get).
+if ! ldconfig -p 2>/dev/null | grep -q "libEGL_mesa.so.0" || ! ldconfig -p 2>/dev/null | grep -q "libGL.so.1"; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+        echo "[trimo] installing Mesa EGL (libegl1 libgl1) for headless rendering"
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri) \
+            >/dev/null || echo "[trimo] could not install libegl1/libgl1: rendering will use the NumPy fallback"
+    else
+        echo "[trimo] libEGL/libGL not found: rendering will use the NumPy fallback (apt-get install libegl1 libgl1)"
+    fi
+fi
+
 # Reinstall the project only when pyproject.toml changed since the last install.
 stamp="$VENV/.trimo-installed"
 if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
