@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import bisect
 import glob
+import io
 import json
 import logging
 import math
@@ -50,6 +51,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import closing
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
@@ -60,13 +62,18 @@ from webdataset.gopen import gopen
 from webdataset import shardlists, tariterators
 
 from shards.schema import INDEX_NAME, ShardEntry, ShardError, ShardIndex, decode_sample, validate_sample
+from shards.tar_members import BLOCK, is_compressed, iter_tar_members
 from shards.video_io import decode_mp4
 
 log = logging.getLogger("trimo.shards")
-LOCAL_SCHEMES = ("", "file", "pipe", "http", "https")  # opened by webdataset.gopen (curl for http)
+LOCAL_SCHEMES = ("", "file", "pipe")  # opened by webdataset.gopen; http(s) by urllib, others by fsspec
+HTTP_SCHEMES = ("http", "https")
+HTTP_ATTEMPTS = 4  # opening an http shard is retried on connection errors and 5xx answers
+HTTP_BUFFER = 1 << 20
 # Skip-counter keys: one per reason a sample was left out; "ignored_member" counts unknown tar
 # members that were dropped without decoding (their sample is still used).
 IGNORED_MEMBER = "ignored_member"
+_BASE_PLUS_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's key/extension split
 
 
 # ----------------------------------------------------------------------------- URLs and raw tar
@@ -100,44 +107,111 @@ def _glob(pattern: str) -> list[str]:
 
 
 def open_url(url: str):
-    """A binary stream for a local path, `file:`, `pipe:cmd`, http(s) (curl) or any fsspec URL."""
-    if urlparse(url).scheme in LOCAL_SCHEMES or url.startswith("pipe:"):
+    """A binary stream for a local path, `file:`, `pipe:cmd`, http(s) or any fsspec URL."""
+    scheme = urlparse(url).scheme
+    if scheme in HTTP_SCHEMES:
+        return _open_http(url)
+    if scheme in LOCAL_SCHEMES or url.startswith("pipe:"):
         return gopen(url, "rb")
     import fsspec
 
     return fsspec.open(url, "rb").open()
 
 
+def _open_http(url: str, timeout: float = 60.0):
+    """Stream an http(s) shard in-process through one GET (urllib), read through a 1 MiB buffer.
+
+    In-process instead of webdataset's curl pipe: a pipe costs a process per shard, a copy per
+    byte and a waitpid per read. Opening is retried with backoff on connection errors and 5xx
+    (a failure mid-stream ends the shard as a read error; restarting a stream cannot resume it).
+    """
+    import time
+    import urllib.error
+    import urllib.request
+
+    for attempt in range(HTTP_ATTEMPTS):
+        try:
+            return io.BufferedReader(urllib.request.urlopen(url, timeout=timeout), HTTP_BUFFER)
+        except urllib.error.HTTPError as err:
+            if err.code < 500 or attempt == HTTP_ATTEMPTS - 1:
+                raise
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            if attempt == HTTP_ATTEMPTS - 1:
+                raise
+        time.sleep(0.5 * 2 ** attempt)
+    raise AssertionError("unreachable")
+
+
 def iter_raw_shard(url: str, errors: list[str] | None = None, members: Sequence[str] | None = None) -> Iterator[dict]:
-    """Raw samples ({__key__, __url__, member: bytes}) of one shard, in stored order.
+    """Raw samples ({__key__, __url__, member: bytes or bytearray}) of one shard, in stored order.
 
     Read errors (unreadable URL, truncated or corrupt tar) end the shard; their messages are
     appended to `errors` instead of being raised. `members` limits which members are read into memory.
+    Members are grouped into samples as webdataset does (key = name up to the first dot of the
+    file name, lower-cased extension; a repeated member of one sample is reported and dropped).
     """
     errors = errors if errors is not None else []
 
-    def stop(exn: Exception) -> bool:
+    def note(exn: Exception) -> None:
         errors.append(f"{url}: {type(exn).__name__}: {exn.args[0] if exn.args else exn}")
-        return False
-
-    def keep_going(exn: Exception) -> bool:
-        errors.append(f"{url}: {type(exn).__name__}: {exn.args[0] if exn.args else exn}")
-        return True
 
     try:
         stream = open_url(url)
     except Exception as exn:  # missing file, failed command, network: the shard yields nothing
-        stop(exn)
+        note(exn)
         return
+    select = None if members is None else (lambda name: name.split(".", 1)[-1] in members)
+    sample: dict | None = None
     try:
-        select = None if members is None else (lambda name: name.split(".", 1)[-1] in members)
-        files = tariterators.tar_file_expander([{"url": url, "stream": stream}], handler=stop, select_files=select)
-        yield from tariterators.group_by_keys(files, handler=keep_going)
+        for name, data in _tar_pairs(url, stream, select, note):
+            match = _BASE_PLUS_EXT.match(name)
+            if not match:
+                continue
+            key, ext = match.group(1), match.group(2).lower()
+            if sample is None or key != sample["__key__"]:
+                if sample is not None:
+                    yield sample
+                sample = {"__key__": key, "__url__": url}
+            if ext in sample:
+                note(ValueError(f"{name}: duplicate file name in tar file"))
+                continue
+            sample[ext] = data
+        if sample is not None:  # after a read error too, like webdataset: the decoder judges what is there
+            yield sample
     finally:
         try:
             stream.close()
         except Exception:  # a pipe closed early exits with SIGPIPE; nothing left to report
             pass
+
+
+def _tar_pairs(url: str, stream, select, note) -> Iterator[tuple[str, bytes]]:
+    """(member name, bytes) until the end or the first read error (reported through `note`)."""
+    try:
+        first = stream.read(BLOCK)
+        if is_compressed(first):  # not trimo's format, but tarfile (webdataset's path) reads it
+            files = tariterators.tar_file_expander([{"url": url, "stream": _Prepended(first, stream)}],
+                                                   handler=lambda exn: note(exn) or False, select_files=select)
+            yield from ((f["fname"], f["data"]) for f in files if f)
+        else:
+            yield from iter_tar_members(stream, select, first)
+    except Exception as exn:  # truncated or corrupt tar: the members so far were delivered
+        note(exn)
+
+
+class _Prepended:
+    """A read-only stream: `first` bytes, then the rest of `stream`."""
+
+    def __init__(self, first: bytes, stream):
+        self.first, self.stream = first, stream
+
+    def read(self, n: int = -1) -> bytes:
+        if not self.first:
+            return self.stream.read(n)
+        head = self.first if n < 0 else self.first[:n]
+        self.first = self.first[len(head):]
+        rest = self.stream.read(-1 if n < 0 else n - len(head)) if n < 0 or len(head) < n else b""
+        return head + rest
 
 
 def iter_decoded(urls: Sequence[str], members: Sequence[str] | None = None) -> Iterator[dict]:
@@ -340,7 +414,7 @@ class ShardDataset(IterableDataset):
             return None
 
     def _crop_and_load(self, sample: dict, pick: np.random.Generator) -> dict:
-        motion, meta = sample["motion"].astype(np.float32), sample["meta"]
+        motion, meta = sample["motion"].astype(np.float32, copy=False), sample["meta"]
         fps, frames = float(meta["fps"]), len(motion)
         texts = [t for t in meta["texts"] if t["text"].strip()]
         spans = [(t, *_caption_frames(t, frames, fps)) for t in texts] if texts else [(None, 0, frames)]
@@ -353,7 +427,7 @@ class ShardDataset(IterableDataset):
                "events": text.get("events") if text else None, "moments": meta.get("moments") or [],
                "span": (first, stop), "meta": meta}
         if self.load_joints and sample.get("joints") is not None:
-            out["joints"] = sample["joints"].astype(np.float32)[first:min(stop + 1, len(sample["joints"]))]
+            out["joints"] = sample["joints"].astype(np.float32, copy=False)[first:min(stop + 1, len(sample["joints"]))]
         if self.load_video and sample.get("video") is not None:
             whole = first == 0 and stop == frames
             video = decode_mp4(sample["video"], self.num_video_frames, self.video_size,
@@ -375,17 +449,33 @@ def _caption_frames(text: dict, frames: int, fps: float) -> tuple[int, int]:
     return first, min(max(int(end * fps), first), frames)
 
 
-def _buffered_shuffle(items: Iterator, size: int, rng: np.random.Generator) -> Iterator:
+def _buffered_shuffle(items: Iterator, size: int, rng: np.random.Generator, initial: int = 100) -> Iterator:
+    """Shuffle through a buffer of up to `size` items (webdataset's scheme): yielding starts once
+    `initial` items are buffered and the buffer grows by one item per yield until it holds `size`.
+    Waiting for a full buffer first delayed a worker's first batch by its whole buffer's reading."""
     buffer: list = []
+    items = iter(items)
+    uniform = iter(())
+    initial = min(initial, size)
     for item in items:
+        buffer.append(item)
         if len(buffer) < size:
-            buffer.append(item)
-            continue
-        j = int(rng.integers(size))
-        yield buffer[j]
-        buffer[j] = item
+            extra = next(items, _END)
+            if extra is not _END:
+                buffer.append(extra)
+        if len(buffer) >= initial:
+            u = next(uniform, None)
+            if u is None:  # one numpy call per 256 draws
+                uniform = iter(rng.random(256).tolist())
+                u = next(uniform)
+            j = int(u * len(buffer))
+            buffer[j], buffer[-1] = buffer[-1], buffer[j]
+            yield buffer.pop()
     for j in rng.permutation(len(buffer)):
         yield buffer[j]
+
+
+_END = object()
 
 
 def _distributed_rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -403,12 +493,12 @@ def collate_samples(samples: list[dict]) -> dict[str, Any]:
     """Pad motion (and joints) to the batch's longest clip; mask is True on real frames.
 
     Videos are stacked as uint8 (B, l_v, 3, H, W); samples without video get zeros and
-    has_video False (same for joints / has_joints).
+    has_video False (same for joints / has_joints). In a DataLoader worker the padded arrays are
+    allocated in shared memory, as torch's default_collate does, so a batch reaches the main
+    process without another copy.
     """
     lengths = torch.tensor([len(s["motion"]) for s in samples])
-    motion = torch.zeros(len(samples), int(lengths.max()), samples[0]["motion"].shape[-1])
-    for i, s in enumerate(samples):
-        motion[i, : len(s["motion"])] = torch.from_numpy(s["motion"])
+    motion = _padded([s["motion"] for s in samples], int(lengths.max()), torch.float32)
     batch: dict[str, Any] = {
         "key": [s["key"] for s in samples], "motion": motion,
         "mask": torch.arange(motion.shape[1])[None] < lengths[:, None], "length": lengths,
@@ -419,21 +509,64 @@ def collate_samples(samples: list[dict]) -> dict[str, Any]:
     with_joints = [s for s in samples if "joints" in s]
     if with_joints:
         j_len = torch.tensor([len(s["joints"]) if "joints" in s else 0 for s in samples])
-        joints = torch.zeros(len(samples), int(j_len.max()), *with_joints[0]["joints"].shape[1:])
-        for i, s in enumerate(samples):
-            if "joints" in s:
-                joints[i, : len(s["joints"])] = torch.from_numpy(s["joints"])
+        joints = _padded([s.get("joints") for s in samples], int(j_len.max()), torch.float32,
+                         with_joints[0]["joints"].shape[1:])
         batch.update(joints=joints, joints_mask=torch.arange(joints.shape[1])[None] < j_len[:, None],
                      has_joints=j_len > 0)
     with_video = [s for s in samples if "video" in s]
     if with_video:
         shape = with_video[0]["video"].shape
-        video = torch.zeros(len(samples), *shape, dtype=torch.uint8)
-        for i, s in enumerate(samples):
-            if "video" in s:
-                video[i] = torch.from_numpy(s["video"])
+        video = _padded([s.get("video") for s in samples], shape[0], torch.uint8, shape[1:])
         batch.update(video=video, has_video=torch.tensor(["video" in s for s in samples]))
     return batch
+
+
+def _padded(arrays: list[np.ndarray | None], length: int, dtype: torch.dtype,
+            tail: tuple[int, ...] | None = None) -> torch.Tensor:
+    """(B, length, *tail) tensor: each array copied in at the start of its row, zeros elsewhere."""
+    tail = tuple(tail if tail is not None else next(a for a in arrays if a is not None).shape[1:])
+    shape = (len(arrays), length, *tail)
+    if get_worker_info() is not None:
+        numel = math.prod(shape)
+        storage = torch.UntypedStorage._new_shared(numel * torch.empty((), dtype=dtype).element_size())
+        out = torch.empty(0, dtype=dtype).set_(storage).view(shape)
+    else:
+        out = torch.empty(shape, dtype=dtype)
+    view = out.numpy()
+    for i, a in enumerate(arrays):
+        n = 0 if a is None else len(a)
+        if n:
+            view[i, :n] = a
+        view[i, n:] = 0
+    return out
+
+
+SMALL_TENSOR_BYTES = 1 << 16
+
+
+@dataclass
+class _InlineTensor:
+    array: np.ndarray
+
+
+def pack_small_tensors(batch: Any) -> Any:
+    """In a DataLoader worker: a dict batch's small tensors as numpy arrays, pickled inline.
+
+    torch sends every tensor of a batch to the main process as a shared-memory file descriptor,
+    each over its own socket connection to the worker; for masks, lengths and flags that round
+    trip (which also needs the busy worker's GIL) cost more than the data. Big tensors still go
+    through shared memory. `unpack_small_tensors` restores the batch in the main process.
+    """
+    if get_worker_info() is None or not isinstance(batch, dict):
+        return batch
+    return {k: _InlineTensor(v.numpy()) if isinstance(v, torch.Tensor) and v.nbytes <= SMALL_TENSOR_BYTES else v
+            for k, v in batch.items()}
+
+
+def unpack_small_tensors(batch: Any) -> Any:
+    if not isinstance(batch, dict):
+        return batch
+    return {k: torch.from_numpy(v.array) if isinstance(v, _InlineTensor) else v for k, v in batch.items()}
 
 
 class ShardLoader:
@@ -486,7 +619,7 @@ class ShardLoader:
             if batch is None or (self.drop_last and len(batch["key"]) < self.batch_size):
                 continue
             self.consumed[worker] = consumed
-            yield batch
+            yield unpack_small_tensors(batch)
         self.dataset.resume = None
         self.skips_done = self.skipped
         self.skips_epoch = [Counter() for _ in self.consumed]
@@ -500,7 +633,7 @@ class ShardLoader:
         skips = items[-1]["_skips"]
         for s in samples:
             del s["_pos"], s["_skips"]
-        return (self.collate_fn(samples) if samples else None), (worker, consumed, skips)
+        return (pack_small_tensors(self.collate_fn(samples)) if samples else None), (worker, consumed, skips)
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "consumed": list(self.consumed), "received": self.received,

@@ -29,6 +29,7 @@ import io
 import json
 import math
 import re
+import struct
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -82,9 +83,9 @@ def decode_sample(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     if missing:
         raise ShardError(f"{where}: missing member(s) {missing}; rewrite the shard with shards.writer", "missing_field")
     out: dict[str, Any] = {"key": key, "url": raw.get("__url__")}
-    out["motion"] = _load_npy(raw["motion.npy"], f"{where}: motion.npy")
+    out["motion"] = load_npy_bytes(raw["motion.npy"], f"{where}: motion.npy")
     if "joints.npy" in raw:
-        out["joints"] = _load_npy(raw["joints.npy"], f"{where}: joints.npy")
+        out["joints"] = load_npy_bytes(raw["joints.npy"], f"{where}: joints.npy")
     try:
         out["meta"] = json.loads(bytes(raw["meta.json"]).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -159,7 +160,7 @@ def _check_array(arr: Any, tail: tuple[int, ...], where: str, expected: str) -> 
     if not isinstance(arr, np.ndarray) or arr.ndim != 1 + len(tail) or arr.shape[1:] != tail or len(arr) == 0:
         shape = getattr(arr, "shape", type(arr).__name__)
         raise ShardError(f"{where} has shape {shape}, expected {expected}", "bad_shape")
-    if not np.issubdtype(arr.dtype, np.floating):
+    if arr.dtype.kind != "f":
         raise ShardError(f"{where} has dtype {arr.dtype}, expected {expected}", "bad_shape")
     if not np.isfinite(arr).all():
         raise ShardError(f"{where} contains NaN/inf; fix or drop the clip before sharding", "nonfinite")
@@ -171,11 +172,43 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _load_npy(data: bytes, where: str) -> np.ndarray:
+# The header np.save writes for a plain numeric array (format 1.0 / 2.0 / 3.0); see load_npy_bytes.
+_NPY_HEADER = re.compile(
+    rb"\{'descr': '([<>|=][fiub][1248])', 'fortran_order': False, 'shape': \(((?:\d+, ?)*\d*)\), \}")
+_NPY_LEN = {1: ("<H", 2), 2: ("<I", 4), 3: ("<I", 4)}
+
+
+def load_npy_bytes(data: bytes | bytearray, where: str) -> np.ndarray:
+    """np.load without pickle. Arrays with exactly the header np.save writes for numeric data are
+    read with np.frombuffer: numpy's own header parser (ast.literal_eval) cost more than the rest
+    of decoding a sample. Anything else, or any size mismatch, goes through np.load."""
+    fast = _npy_view(data)
+    if fast is not None:
+        return fast
     try:
         return np.load(io.BytesIO(data), allow_pickle=False)
     except Exception as err:  # numpy raises ValueError/OSError/EOFError/... on corrupt headers
         raise ShardError(f"{where} is not a pickle-free .npy array ({type(err).__name__}: {err})", "bad_npy") from None
+
+
+def _npy_view(data: bytes | bytearray) -> np.ndarray | None:
+    if len(data) < 10 or data[:6] != b"\x93NUMPY" or data[6] not in _NPY_LEN:
+        return None
+    fmt, width = _NPY_LEN[data[6]]
+    start = 8 + width
+    header_len = struct.unpack_from(fmt, data, 8)[0]
+    match = _NPY_HEADER.match(data, start, start + header_len)
+    if match is None:
+        return None
+    dtype = np.dtype(match.group(1).decode())
+    shape = tuple(int(d) for d in match.group(2).split(b",") if d.strip())
+    count = math.prod(shape)
+    if len(data) - start - header_len != count * dtype.itemsize:
+        return None  # truncated or padded: let np.load judge it
+    array = np.frombuffer(data, dtype=dtype, count=count, offset=start + header_len).reshape(shape)
+    # callers get a writable array as from np.load: a view of a bytearray (the shard reader reads
+    # members into fresh ones, nothing else holds them), else a copy of the read-only bytes
+    return array if isinstance(data, bytearray) else array.copy()
 
 
 # ----------------------------------------------------------------------------- the index

@@ -1,0 +1,99 @@
+"""KIT-ML converter: MMM joints (21, mm, 12.5 fps) in the released layout -> 22-joint 263-d shards at 20 fps."""
+import numpy as np
+import pytest
+
+from shards.converters.common import write_dataset
+from shards.converters.kitml import KIT_JOINT_NAMES, kit_to_smpl22, kitml_samples
+from shards.importers.common import MotionImportError
+from shards.motion import features_to_joints
+from shards.reader import iter_decoded
+from shards.skeleton import JOINT_NAMES
+from tools import convert_kitml
+
+# An MMM T-pose in millimetres, Y up, facing +Z: right-side joints at -X (HumanML3D's KIT processing
+# uses r_hip = 11, l_hip = 16, r_shoulder = 5, l_shoulder = 8).
+REST = {"root": (0, 1000, 0), "BP": (0, 1100, 0), "BT": (0, 1250, 0), "BLN": (0, 1450, 0), "BUN": (0, 1600, 0),
+        "RS": (-180, 1420, 0), "RE": (-450, 1420, 0), "RW": (-700, 1420, 0),
+        "LS": (180, 1420, 0), "LE": (450, 1420, 0), "LW": (700, 1420, 0),
+        "RH": (-90, 950, 0), "RK": (-90, 520, 0), "RA": (-90, 90, 0), "RMrot": (-90, 30, 110), "RF": (-90, 20, 170),
+        "LH": (90, 950, 0), "LK": (90, 520, 0), "LA": (90, 90, 0), "LMrot": (90, 30, 110), "LF": (90, 20, 170)}
+
+
+def kit_walk(n_frames: int, seed: int = 0) -> np.ndarray:
+    """(T, 21, 3) mm: the T-pose moving forward at 1 m/s (12.5 fps) with bending knees."""
+    rng = np.random.default_rng(seed)
+    rest = np.array([REST[n] for n in KIT_JOINT_NAMES], dtype=np.float64)
+    t = np.arange(n_frames) / 12.5
+    out = np.repeat(rest[None], n_frames, axis=0)
+    out[:, :, 2] += 1000.0 * t[:, None]
+    for knee, sign in ((12, 1), (17, -1)):
+        out[:, knee, 2] += sign * 60.0 * np.sin(2 * np.pi * t)
+    return out + rng.normal(0, 1.0, out.shape)
+
+
+def write_kitml(root, ids: dict[str, int], texts: dict[str, str], splits: dict[str, list[str]]):
+    for sub in ("new_joints", "new_joint_vecs", "texts"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for i, (sample_id, n) in enumerate(ids.items()):
+        joints = kit_walk(n, seed=i)
+        if sample_id.startswith("M"):  # KIT-ML ships mirrored joints: X negated, sides swapped
+            joints = kit_walk(n, seed=i)[:, [0, 1, 2, 3, 4, 8, 9, 10, 5, 6, 7, 16, 17, 18, 19, 20, 11, 12, 13, 14, 15]]
+            joints[..., 0] *= -1
+        np.save(root / "new_joints" / f"{sample_id}.npy", joints.astype(np.float32))
+        np.save(root / "new_joint_vecs" / f"{sample_id}.npy", np.zeros((n - 1, 251), np.float32))
+        (root / "texts" / f"{sample_id}.txt").write_text(texts[sample_id])
+    for split, members in splits.items():
+        (root / f"{split}.txt").write_text("\n".join(members) + "\n")
+    return root
+
+
+TEXTS = {"00001": "a person walks forward#a/DET person/NOUN walk/VERB forward/ADV#0.0#0.0\n",
+         "M00001": "a person walks forward#a/DET person/NOUN walk/VERB forward/ADV#0.0#0.0\n",
+         "00002": "someone walks then stops#someone/PRON walk/VERB then/ADV stop/VERB#0.0#0.0\n"}
+
+
+def test_mapping_takes_named_joints_and_interpolates_missing_ones():
+    kit = np.random.default_rng(0).normal(size=(3, 21, 3))
+    smpl = kit_to_smpl22(kit)
+    name = {n: i for i, n in enumerate(KIT_JOINT_NAMES)}
+    for ours, theirs in [("pelvis", "root"), ("left_hip", "LH"), ("right_knee", "RK"), ("left_foot", "LMrot"),
+                         ("neck", "BLN"), ("head", "BUN"), ("right_wrist", "RW"), ("left_shoulder", "LS")]:
+        np.testing.assert_array_equal(smpl[:, JOINT_NAMES.index(ours)], kit[:, name[theirs]])
+    collar = (kit[:, name["BLN"]] + kit[:, name["LS"]]) / 2
+    np.testing.assert_allclose(smpl[:, JOINT_NAMES.index("left_collar")], collar)
+    np.testing.assert_allclose(smpl[:, JOINT_NAMES.index("spine2")], (kit[:, name["BP"]] + kit[:, name["BT"]]) / 2)
+    with pytest.raises(MotionImportError, match=r"expected \(T, 21, 3\)"):
+        kit_to_smpl22(np.zeros((3, 22, 3)))
+
+
+def test_convert_resamples_to_20fps_and_keeps_sides(tmp_path):
+    root = write_kitml(tmp_path / "KIT-ML", {"00001": 50, "M00001": 50, "00002": 25}, TEXTS,
+                       {"train": ["00001", "M00001"], "test": ["00002"]})
+    out = tmp_path / "shards"
+    indices = write_dataset({s: kitml_samples(root, s, with_joints=True) for s in ("train", "test")}, str(out),
+                            dataset="kitml", length_filter=None)
+    assert {s: i.total for s, i in indices.items()} == {"train": 2, "test": 1}
+    samples = {s["key"]: s for s in iter_decoded(sorted(str(p) for p in out.glob("*/*.tar")))}
+    # 50 frames at 12.5 fps span 3.92 s -> 79 frames at 20 fps (t = 0, 0.05, ..., 3.9) -> 78 feature frames
+    assert samples["kitml/00001"]["motion"].shape == (78, 263)
+    assert samples["kitml/00001"]["joints"].shape == (79, 22, 3)
+    assert samples["kitml/00002"]["motion"].shape == (38, 263)  # 25 frames: 1.92 s -> 39 -> 38
+    meta = samples["kitml/00001"]["meta"]
+    assert meta["duration"] == pytest.approx(78 / 20) and meta["skeleton_source"].startswith("kit-mmm-21")
+    assert samples["kitml/M00001"]["meta"]["mirrored"] is True
+    for key in ("kitml/00001", "kitml/M00001"):
+        joints = features_to_joints(samples[key]["motion"])
+        # facing +Z after canonicalization, SMPL's left joints are at +X: the sides were mapped right
+        assert (joints[:, JOINT_NAMES.index("left_hip"), 0] > joints[:, JOINT_NAMES.index("right_hip"), 0]).all()
+        assert (joints[:, JOINT_NAMES.index("left_wrist"), 0] > 0.3).all()
+        # walking forward (1 m/s): the root advances along +Z; with left and right swapped the body
+        # would face backwards and canonicalization would turn the walk towards -Z
+        assert joints[-1, 0, 2] - joints[0, 0, 2] == pytest.approx(3.85, abs=0.4)
+
+
+def test_missing_joints_names_the_251d_limitation(tmp_path, capsys):
+    root = write_kitml(tmp_path / "KIT-ML", {"00001": 20}, TEXTS, {"test": ["00001"]})
+    (root / "new_joints" / "00001.npy").unlink()
+    assert convert_kitml.main([str(root), "-o", str(tmp_path / "out"), "--splits", "test"]) == 1
+    err = capsys.readouterr().err
+    assert "new_joints/00001.npy: missing" in err and "251-d" in err
