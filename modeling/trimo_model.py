@@ -1,0 +1,133 @@
+"""The assembled trimo model: the retrieval model (LAVIMO + CAR) and the MLP localization head on
+the same motion and text encoders, each part on/off by config, one `forward(batch, task)`.
+
+Motion comes in as raw 263-d features; the model normalizes it with the feature statistics it
+keeps as buffers (`feat_mean`, `feat_std`, set once from the retrieval shard set and saved with
+every checkpoint and export), so an exported model needs nothing else to encode motion.
+The localization head reads the motion encoder's frame features and the text encoder's token
+features (MLP: shared encoders, then SGPA/CQA/LP-Matcher/LP-Predictor on top).
+
+Tasks:
+- "retrieval": the RetrievalModel batch contract (modeling.retrieval), motion raw.
+- "localization": motion, motion_mask, text_input_ids, text_attention_mask, duration_s,
+  gt_start_s, gt_end_s (B,) seconds; optional "progress" (float, fraction of training done) and
+  "generator" (CPU torch.Generator for the head's random draws).
+- "joint": {"retrieval": batch, "localization": batch}, losses summed with their weights.
+- "embed": pooled embeddings of the modalities present ("motion_emb", "text_emb", "video_emb").
+- "localize": p_start, p_end, snippet_mask of the localization head in eval mode.
+Loss outputs are flat: "loss" (weighted total) and "<task>/<term>".
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from modeling.config import RetrievalModelConfig
+from modeling.localization import LocalizationConfig, LocalizationHead
+from modeling.retrieval import RetrievalModel
+
+TASKS = ("retrieval", "localization", "joint", "embed", "localize")
+
+
+@dataclass
+class TrimoModelConfig:
+    retrieval: RetrievalModelConfig = field(default_factory=RetrievalModelConfig)
+    localization: LocalizationConfig = field(default_factory=LocalizationConfig)
+    use_retrieval: bool = True         # contrastive (+ CAR negatives, + reconstruction per retrieval.*)
+    use_localization: bool = True
+    retrieval_weight: float = 1.0
+    localization_weight: float = 1.0
+
+
+class TrimoModel(nn.Module):
+    def __init__(self, cfg: TrimoModelConfig, text_backbone: nn.Module | None = None,
+                 vision_tower: nn.Module | None = None):
+        """text_backbone / vision_tower: prebuilt HF models (export loading, tests); None = per config."""
+        super().__init__()
+        self.cfg = cfg
+        self.retrieval = RetrievalModel(cfg.retrieval, text_backbone, vision_tower)
+        d = cfg.retrieval.motion.latent_dim
+        self.localization = LocalizationHead(cfg.localization, d, cfg.retrieval.text.latent_dim) \
+            if cfg.use_localization else None
+        self.register_buffer("feat_mean", torch.zeros(cfg.retrieval.motion.n_feats))
+        self.register_buffer("feat_std", torch.ones(cfg.retrieval.motion.n_feats))
+
+    def set_feature_stats(self, mean, std) -> None:
+        """The statistics raw motion is normalized with (the retrieval shard set's).
+
+        Features that never vary in the statistics' data (std ~ 0, e.g. the root's height or
+        unused contacts in a synthetic corpus) are only centred: dividing by ~0 would blow up any
+        other value they take."""
+        std = torch.as_tensor(std, dtype=self.feat_std.dtype)
+        self.feat_mean.copy_(torch.as_tensor(mean, dtype=self.feat_mean.dtype))
+        self.feat_std.copy_(torch.where(std < 1e-6, torch.ones_like(std), std))
+        self.retrieval.set_feature_stats(self.feat_mean, self.feat_std)
+
+    def normalize(self, motion: torch.Tensor) -> torch.Tensor:
+        return (motion - self.feat_mean.to(motion.dtype)) / self.feat_std.to(motion.dtype)
+
+    def forward(self, batch: dict, task: str) -> dict[str, torch.Tensor]:
+        if task == "retrieval":
+            return self._retrieval(batch)
+        if task == "localization":
+            return self._localization(batch)
+        if task == "joint":
+            out = {**self._retrieval(batch["retrieval"]), **self._localization(batch["localization"])}
+            out["loss"] = out["retrieval/loss"] + out["localization/loss"]
+            return out
+        if task == "embed":
+            return self._embed(batch)
+        if task == "localize":
+            return self._localize(batch)
+        raise ValueError(f"task {task!r} is not one of {TASKS}")
+
+    def _retrieval(self, batch: dict) -> dict[str, torch.Tensor]:
+        if not self.cfg.use_retrieval:
+            raise ValueError("this model was built with use_retrieval=false")
+        inputs = dict(batch, motion=self.normalize(batch["motion"])) if "motion" in batch else batch
+        out = self.retrieval(inputs)
+        loss = self.cfg.retrieval_weight * out["loss"]
+        flat = {f"retrieval/{k}": v for k, v in out.items() if not k.endswith("_emb")}
+        flat["retrieval/loss"] = loss
+        flat["loss"] = loss
+        return flat
+
+    def _localization(self, batch: dict) -> dict[str, torch.Tensor]:
+        if self.localization is None:
+            raise ValueError("this model was built with use_localization=false")
+        frames, _ = self.retrieval.encode_motion(self.normalize(batch["motion"]), batch["motion_mask"])
+        tokens, _ = self.retrieval.encode_text(batch["text_input_ids"], batch["text_attention_mask"])
+        out = self.localization(frames, batch["motion_mask"], tokens, batch["text_attention_mask"].bool(),
+                                batch["duration_s"], batch["gt_start_s"], batch["gt_end_s"],
+                                float(batch.get("progress", 0.0)), batch.get("generator"))
+        loss = self.cfg.localization_weight * out["loss"]
+        flat = {f"localization/{k}": out[k] for k in ("loss_seq", "loss_span", "loss_recover", "loss_align")}
+        flat["localization/loss"] = loss
+        flat["loss"] = loss
+        return flat
+
+    def _embed(self, batch: dict) -> dict[str, torch.Tensor]:
+        out = {}
+        if "motion" in batch:
+            out["motion_emb"] = self.retrieval.encode_motion(self.normalize(batch["motion"]), batch["motion_mask"])[1]
+        if "text_input_ids" in batch:
+            out["text_emb"] = self.retrieval.encode_text(batch["text_input_ids"], batch["text_attention_mask"])[1]
+        if "video" in batch and self.retrieval.video_encoder is not None:
+            out["video_emb"] = self.retrieval.encode_video(batch["video"], batch["video_mask"])[1]
+        return out
+
+    def _localize(self, batch: dict) -> dict[str, torch.Tensor]:
+        if self.localization is None:
+            raise ValueError("this model was built with use_localization=false")
+        frames, _ = self.retrieval.encode_motion(self.normalize(batch["motion"]), batch["motion_mask"])
+        tokens, _ = self.retrieval.encode_text(batch["text_input_ids"], batch["text_attention_mask"])
+        head = self.localization
+        was_training = head.training
+        head.eval()
+        try:
+            out = head(frames, batch["motion_mask"], tokens, batch["text_attention_mask"].bool(), batch["duration_s"])
+        finally:
+            head.train(was_training)
+        return {k: out[k] for k in ("p_start", "p_end", "snippet_mask")}

@@ -1,0 +1,99 @@
+"""The training loop in one process (launch/train.py without accelerate launch): non-finite
+losses, validation and the best checkpoint, the schedule horizon on resume, clear errors."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "distributed"))
+import trainer_fixtures  # noqa: E402
+from launch.train import main  # noqa: E402
+from trainer.schedule import lr_multiplier  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("trainer_loop")
+    overrides = trainer_fixtures.write_all(root / "data")
+    return root, [f"{k}={v}" for k, v in overrides.items()] + ["logging.wandb=false", "checkpoint.every=2"]
+
+
+def records(run_dir: Path, name: str = "metrics.jsonl") -> list[dict]:
+    return [json.loads(line) for line in (run_dir / name).read_text().splitlines()]
+
+
+def test_nonfinite_skip_validation_best_and_horizon(data, monkeypatch, capsys):
+    root, overrides = data
+    run_dir = root / "run"
+    args = ["--config", str(REPO / "configs" / "tiny_test.yaml"), f"run.output_dir={run_dir}", "run.max_steps=4",
+            "validation.every=2", "validation.split=train", *overrides,
+            f"validation.retrieval_index={overrides[0].split('=', 1)[1]}",
+            f"validation.localization_index={overrides[1].split('=', 1)[1]}"]
+    monkeypatch.setenv("TRIMO_TEST_NONFINITE_STEPS", "1")   # the first micro-batch of the 2nd step
+    assert main(args) == 0
+    monkeypatch.delenv("TRIMO_TEST_NONFINITE_STEPS")
+    recs = records(run_dir)
+    assert [r["step"] for r in recs] == [1, 2, 3, 4]
+    assert [r["nonfinite_skipped"] for r in recs] == [0, 1, 0, 0]
+    assert [r["nonfinite_total"] for r in recs] == [0, 1, 1, 1]
+    assert all(isinstance(r["loss"], float) for r in recs)
+    assert "skipped 1 micro-batch" in capsys.readouterr().out
+
+    vals = records(run_dir, "validation.jsonl")
+    assert [v["step"] for v in vals] == [2, 4]
+    for v in vals:
+        for key in ("val/t2m_R@1", "val/t2m_R@5", "val/m2t_R@1", "val/car_accuracy", "val/loc_mIoU", "val/loc_R1@0.5"):
+            assert 0.0 <= v[key] <= 1.0
+        assert v["val/t2m_R@5"] >= v["val/t2m_R@1"]
+        assert v["val/score"] == pytest.approx((v["val/t2m_R@1"] + v["val/m2t_R@1"] + v["val/loc_mIoU"]) / 3)
+    best_step = max(vals, key=lambda v: (v["val/score"], -v["step"]))["step"]
+    best = (run_dir / "checkpoints" / "best").read_text().strip()
+    assert best == f"step-{best_step:08d}" and (run_dir / "checkpoints" / best).is_dir()
+    assert (run_dir / "export" / "model.safetensors").is_file()
+
+    # more steps on resume: the lr curve keeps its horizon of 4 steps (final lr afterwards)
+    assert main([*args, "run.max_steps=6", "validation.every=0", "--resume", "latest"]) == 0
+    assert "lr curve is kept" in capsys.readouterr().out
+    recs = records(run_dir)
+    assert [r["step"] for r in recs] == [1, 2, 3, 4, 5, 6]
+    cfg_lr, final = 1e-3, 1e-4
+    curve = lr_multiplier("cosine", cfg_lr, final, total_steps=4, warmup_steps=2)
+    assert [r["lr"] for r in recs] == pytest.approx([cfg_lr * curve(s) for s in range(6)])
+    assert recs[-1]["lr"] == pytest.approx(final)
+
+    # asking for another curve on resume is refused
+    assert main([*args, "run.max_steps=8", "schedule.total_steps=8", "--resume", "latest"]) == 2
+    err = capsys.readouterr().err
+    assert "horizon of 4 steps" in err and "cannot change the curve" in err
+
+
+def test_stops_after_n_nonfinite_in_a_row(data, monkeypatch, capsys):
+    root, overrides = data
+    monkeypatch.setenv("TRIMO_TEST_NONFINITE_STEPS", "0*")
+    args = ["--config", str(REPO / "configs" / "tiny_test.yaml"), f"run.output_dir={root / 'nan'}", "run.max_steps=2",
+            "optim.max_nonfinite_in_a_row=3", *overrides]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "3 non-finite losses in a row at step 1" in err
+    assert not (root / "nan" / "metrics.jsonl").exists()
+
+
+def test_missing_shards_say_how_to_build_the_demo(data, capsys, tmp_path):
+    _, overrides = data
+    args = ["--config", str(REPO / "configs" / "tiny_test.yaml"), f"run.output_dir={tmp_path}", *overrides,
+            f"data.retrieval.index={tmp_path / 'nowhere' / 'shards.json'}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "no shard index at" in err and "python -m tools.build_demo" in err
+    # a shard set too small for one batch per epoch would loop forever: refused up front
+    assert main(["--config", str(REPO / "configs" / "tiny_test.yaml"), f"run.output_dir={tmp_path}", *overrides,
+                 "data.retrieval.batch_size=64"]) == 2
+    assert "fewer than the batch size 64" in capsys.readouterr().err
+    assert main(["--config", str(REPO / "configs" / "tiny_test.yaml"), "optim.lrr=1"]) == 2
+    assert "did you mean 'optim.lr'" in capsys.readouterr().err

@@ -1,0 +1,181 @@
+"""Trainer parts that need no second process: schedules, optimizer groups, task mixing, CAR
+negatives, atomic checkpoint bookkeeping, validation metrics, and configs."""
+from __future__ import annotations
+
+import glob
+import math
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "distributed"))
+
+from trainer.checkpoint import (CheckpointError, checkpoint_name, mark_best, read_pointer, resolve_checkpoint,  # noqa: E402
+                                save_checkpoint)
+from trainer.config import ConfigError  # noqa: E402
+from trainer.data import shuffled_negatives, task_for_step  # noqa: E402
+from trainer.experiment import load_experiment  # noqa: E402
+from trainer.optim import build_optimizer, no_decay_names  # noqa: E402
+from trainer.schedule import lr_multiplier  # noqa: E402
+from trainer.validate import recall_at_k, span_iou  # noqa: E402
+
+
+# ---- schedules ------------------------------------------------------------------------------
+
+def test_lavimo_linear_schedule_holds_then_decays_to_final_lr():
+    f = lr_multiplier("linear", 1e-4, 1e-5, total_steps=400, hold_steps=100)
+    lrs = [1e-4 * f(s) for s in range(0, 500)]
+    assert lrs[0] == lrs[99] == lrs[100] == pytest.approx(1e-4)
+    assert lrs[250] == pytest.approx(1e-4 + (1e-5 - 1e-4) * 150 / 300)
+    assert lrs[400] == pytest.approx(1e-5) and lrs[499] == pytest.approx(1e-5)
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_mlp_step_schedule_divides_by_ten_at_epoch_51():
+    f = lr_multiplier("step", 2e-4, 0.0, total_steps=100, step_size=50, gamma=0.1)
+    assert [f(s) for s in (0, 49, 50, 99)] == [1.0, 1.0, pytest.approx(0.1), pytest.approx(0.1)]
+
+
+def test_cosine_with_warmup_matches_the_formula():
+    f = lr_multiplier("cosine", 1.0, 0.1, total_steps=110, warmup_steps=10)
+    assert [f(s) for s in range(10)] == pytest.approx([(s + 1) / 10 for s in range(10)])
+    for s in (10, 35, 60, 85, 110, 200):
+        t = min(1.0, (s - 10) / 100)
+        assert f(s) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+# ---- optimizer groups -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    import trainer_fixtures
+    from modeling.trimo_model import TrimoModel
+
+    backbone = trainer_fixtures.write_text_backbone(tmp_path_factory.mktemp("bb") / "text_backbone")
+    cfg = load_experiment([REPO / "configs" / "tiny_test.yaml"],
+                          ["data.retrieval.index=x", "data.localization.index=y",
+                           f"model.retrieval.text.backbone={backbone}"])
+    return TrimoModel(cfg.model), cfg
+
+
+def test_adamw_groups_skip_norms_biases_and_temperature(tiny_model):
+    model, cfg = tiny_model
+    opt = build_optimizer(model, 1e-3, 0.01, (0.9, 0.999), 1e-8)
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    names = {id(p): n for n, p in model.named_parameters()}
+    no_decay_set = {names[id(p)] for p in no_decay["params"]}
+    decay_set = {names[id(p)] for p in decay["params"]}
+    assert "retrieval.alignment.log_scale" in no_decay_set
+    norms = {f"{m}.{n}" for m, mod in model.named_modules() if isinstance(mod, torch.nn.LayerNorm)
+             for n, p in mod.named_parameters(recurse=False) if p.requires_grad}
+    assert norms and norms <= no_decay_set
+    assert not any(n.rsplit(".", 1)[-1].startswith("bias") for n in decay_set)   # incl. GRU bias_ih_l0
+    assert "localization.predictor.start_gru.bias_ih_l0" in no_decay_set
+    assert "localization.predictor.start_gru.weight_ih_l0" in decay_set
+    # LoRA: the frozen base weights of the text backbone are not in the optimizer
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert decay_set | no_decay_set == trainable
+    assert not any("text_encoder.backbone" in n and "lora_" not in n for n in trainable)
+    assert no_decay_names(model) == no_decay_set
+
+
+# ---- task mixing and negatives ------------------------------------------------------------------
+
+def test_task_for_step_patterns():
+    assert {task_for_step(s, "joint", 0.5, 0) for s in range(10)} == {"joint"}
+    alt = [task_for_step(s, "alternate", 0.25, 0) for s in range(8)]
+    assert alt == ["retrieval"] * 3 + ["localization"] + ["retrieval"] * 3 + ["localization"]
+    draws = [task_for_step(s, "random", 0.3, 7) for s in range(4000)]
+    assert draws == [task_for_step(s, "random", 0.3, 7) for s in range(4000)]   # a function of (seed, step)
+    assert abs(draws.count("localization") / 4000 - 0.3) < 0.03
+    assert task_for_step(5, "alternate", 0.5, 0, tasks=("localization",)) == "localization"
+
+
+def test_shuffled_negatives_reorder_the_events():
+    texts = ["a person walks forward, then jumps, then sits down", "a person waves"]
+    negs, owners = shuffled_negatives(texts, [["walks forward", "jumps", "sits down"], None], random.Random(0), 2)
+    assert owners == [0, 0]   # "waves" is a single event: no negative
+    for neg in negs:
+        assert neg != "a person walks forward. a person jumps. a person sits down."
+        assert sorted(neg.rstrip(".").split(". ")) == sorted(["a person walks forward", "a person jumps",
+                                                               "a person sits down"])
+
+
+# ---- checkpoints ----------------------------------------------------------------------------------
+
+class FakeAccelerator:
+    """Single-process stand-in for the accelerate calls save_checkpoint makes."""
+
+    is_main_process, process_index = True, 0
+
+    def __init__(self, fail: bool = False):
+        self.fail = fail
+
+    def wait_for_everyone(self):
+        pass
+
+    def save_state(self, path):
+        if self.fail:
+            raise OSError("disk full")
+        (Path(path) / "model.bin").write_bytes(b"weights")
+
+
+def test_checkpoints_are_atomic_pruned_and_resolvable(tmp_path):
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({"a": 1})
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        resolve_checkpoint(tmp_path, "latest")
+    for step in (2, 4):
+        save_checkpoint(FakeAccelerator(), tmp_path, step, {"step": step}, cfg, keep_last=2)
+    mark_best(tmp_path, 2)
+    assert resolve_checkpoint(tmp_path, "latest").name == checkpoint_name(4)
+    # a failure inside the write leaves `latest` and the old checkpoints as they were
+    with pytest.raises(OSError):
+        save_checkpoint(FakeAccelerator(fail=True), tmp_path, 6, {"step": 6}, cfg, keep_last=2)
+    assert read_pointer(tmp_path / "checkpoints", "latest") == checkpoint_name(4)
+    for step in (8, 10):
+        save_checkpoint(FakeAccelerator(), tmp_path, step, {"step": step}, cfg, keep_last=2)
+    kept = sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.is_dir())
+    assert kept == [checkpoint_name(2), checkpoint_name(8), checkpoint_name(10)]   # best survives pruning
+    assert resolve_checkpoint(tmp_path, "best").name == checkpoint_name(2)
+    with pytest.raises(CheckpointError, match="not a complete"):
+        resolve_checkpoint(tmp_path, str(tmp_path / "checkpoints"))
+
+
+# ---- validation metrics ----------------------------------------------------------------------------
+
+def test_recall_and_iou_against_brute_force():
+    gen = torch.Generator().manual_seed(0)
+    sim = torch.randn(30, 30, generator=gen)
+    for k in (1, 5):
+        brute = np.mean([i in torch.topk(sim[i], k).indices.tolist() for i in range(30)])
+        assert recall_at_k(sim, k) == pytest.approx(brute)
+    iou = span_iou(torch.tensor([0.0, 1.0, 5.0]), torch.tensor([2.0, 3.0, 6.0]),
+                   torch.tensor([1.0, 1.0, 0.0]), torch.tensor([3.0, 3.0, 1.0]))
+    assert iou.tolist() == pytest.approx([1 / 3, 1.0, 0.0])
+
+
+# ---- configs -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", sorted(glob.glob(str(REPO / "configs" / "*.yaml"))), ids=lambda p: Path(p).stem)
+def test_shipped_configs_load(path):
+    cfg = load_experiment([path], ["data.retrieval.index=x", "data.localization.index=y"])
+    assert cfg.run.max_steps > 0
+
+
+def test_config_rejects_test_split_and_unknown_mixing():
+    with pytest.raises(ConfigError, match="never on"):
+        load_experiment([REPO / "configs" / "tiny_test.yaml"], ["data.retrieval.index=x", "data.localization.index=y",
+                                                               "validation.split=test"])
+    with pytest.raises(ConfigError, match="data.mixing"):
+        load_experiment([REPO / "configs" / "tiny_test.yaml"], ["data.retrieval.index=x", "data.localization.index=y",
+                                                               "data.mixing=shuffle"])
+    with pytest.raises(ConfigError, match="did you mean"):
+        load_experiment([REPO / "configs" / "tiny_test.yaml"], ["optim.lrr=1"])

@@ -1,0 +1,86 @@
+"""Build the model, tokenizer and shard datasets of an experiment config."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from modeling.text_encoder import load_tokenizer
+from modeling.trimo_model import TrimoModel
+from shards.reader import ShardDataset, load_index
+from shards.schema import ShardError
+
+DEMO_HINT = ("build the demo shards with `python -m tools.build_demo --out data/demo-small --size small` "
+             "and point data.*.index at data/demo-small/<set>/shards.json, or write your own with shards.writer")
+
+
+OTHER_SPLIT = "other_split"
+
+
+class _QuietOtherSplit(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return OTHER_SPLIT not in str(record.args)
+
+
+logging.getLogger("trimo.shards").addFilter(_QuietOtherSplit())
+
+
+class SplitShardDataset(ShardDataset):
+    """A ShardDataset that keeps only samples whose meta.split is `split` (shard sets such as the
+    demo corpus mix splits inside shards). Other samples go through the reader's skip path (reason
+    "other_split", not logged one by one), so every rank still yields the same number of samples:
+    a slot's quota stays ceil(N_all / slots) and its left-out positions are refilled with
+    re-reads of kept samples. (A split filter inside shards.reader would avoid the re-reads.)"""
+
+    def __init__(self, *args, split: str, **kwargs):
+        self.split = split
+        super().__init__(*args, **kwargs)
+
+    def _prepare(self, raw, pick, counter):
+        if "meta.json" in raw and "__lost__" not in raw:
+            try:
+                split = json.loads(bytes(raw["meta.json"]).decode("utf-8")).get("split")
+            except (UnicodeDecodeError, ValueError, AttributeError):
+                split = self.split   # let the reader report the broken meta.json
+            if split != self.split:
+                if counter is not None:
+                    counter[OTHER_SPLIT] += 1
+                return None
+        return super()._prepare(raw, pick, counter)
+
+
+def build_model(cfg) -> tuple[TrimoModel, object, None]:
+    """(model, tokenizer, None): feature statistics come from the retrieval shard index later."""
+    return TrimoModel(cfg.model), load_tokenizer(cfg.model.retrieval.text), None
+
+
+def _check_index(path: str, what: str) -> None:
+    local = "://" not in path
+    target = Path(path if path.endswith(".json") else f"{path.rstrip('/')}/shards.json")
+    if local and not target.is_file():
+        raise FileNotFoundError(f"no shard index at {target} (data.{what}.index): {DEMO_HINT}")
+
+
+def shard_dataset(set_cfg, what: str, seed: int, rank: int, world: int, training: bool, **kwargs) -> ShardDataset:
+    _check_index(set_cfg.index, what)
+    split = getattr(set_cfg, "split", "")
+    cls, extra = (SplitShardDataset, {"split": split}) if split else (ShardDataset, {})
+    try:
+        return cls(load_index(set_cfg.index), set_cfg.urls, training=training, seed=seed, rank=rank,
+                            world_size=world, shuffle_buffer=set_cfg.shuffle_buffer, min_frames=set_cfg.min_frames,
+                            max_frames=set_cfg.max_frames, load_joints=False, **extra, **kwargs)
+    except ShardError as err:
+        raise ShardError(f"data.{what}: {err}", err.reason) from None
+
+
+def build_datasets(cfg, rank: int, world: int) -> dict[str, ShardDataset]:
+    out = {}
+    rcfg = cfg.model.retrieval
+    if cfg.model.use_retrieval:
+        out["retrieval"] = shard_dataset(cfg.data.retrieval, "retrieval", cfg.run.seed, rank, world, True,
+                                         load_video=cfg.data.load_video and rcfg.use_video,
+                                         num_video_frames=rcfg.video.n_frames, video_size=cfg.data.video_size)
+    if cfg.model.use_localization:
+        out["localization"] = shard_dataset(cfg.data.localization, "localization", cfg.run.seed + 1, rank, world,
+                                            True, load_video=False)
+    return out

