@@ -271,7 +271,7 @@ class ShardDataset(IterableDataset):
                  shuffle_buffer: int = 1000, uneven: str = "pad", fill_skipped: bool = True,
                  min_frames: int | None = 40, max_frames: int | None = 200, load_video: bool = True,
                  num_video_frames: int = 8, video_size: int | tuple[int, int] | None = 224,
-                 video_backend: str = "pyav", load_joints: bool = True):
+                 video_backend: str = "pyav", load_joints: bool = True, crop_to_caption: bool = True):
         if uneven not in ("pad", "drop"):
             raise ValueError(f"uneven={uneven!r}: use 'pad' (repeat a few samples) or 'drop'")
         self.index = load_index(index)
@@ -284,6 +284,9 @@ class ShardDataset(IterableDataset):
         self.min_frames, self.max_frames = min_frames, max_frames
         self.load_video, self.num_video_frames, self.video_size = load_video, num_video_frames, video_size
         self.video_backend, self.load_joints = video_backend, load_joints
+        # Retrieval crops each clip to its caption's span; localization needs the whole untrimmed
+        # motion (its moments are times inside it), so those readers pass crop_to_caption=False.
+        self.crop_to_caption = crop_to_caption
         self.rank, self.world_size = rank, world_size
         if rank is None or world_size is None:
             self.rank, self.world_size = _distributed_rank_world(rank, world_size)
@@ -417,7 +420,12 @@ class ShardDataset(IterableDataset):
         motion, meta = sample["motion"].astype(np.float32, copy=False), sample["meta"]
         fps, frames = float(meta["fps"]), len(motion)
         texts = [t for t in meta["texts"] if t["text"].strip()]
-        spans = [(t, *_caption_frames(t, frames, fps)) for t in texts] if texts else [(None, 0, frames)]
+        if not texts:
+            spans = [(None, 0, frames)]
+        elif self.crop_to_caption:
+            spans = [(t, *_caption_frames(t, frames, fps)) for t in texts]
+        else:
+            spans = [(t, 0, frames) for t in texts]
         spans = [s for s in spans if s[2] > s[1] and self._length_ok(s[2] - s[1])]
         if not spans:
             raise ShardError(f"sample {sample['key']!r}: no caption span of {self.min_frames}..{self.max_frames} "

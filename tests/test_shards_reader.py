@@ -196,3 +196,23 @@ def test_reads_rank_and_world_from_torch_distributed(tmp_path, set40):
     assert sorted(keys[0] + keys[1]) == sorted(f"toy/{i:05d}" for i in range(40))
     explicit = [keys_of(loader) for loader in rank_loaders(set40, world=2, workers=1, seed=3)]
     assert keys == explicit
+
+
+def test_localization_readers_keep_the_whole_untrimmed_motion(tmp_path):
+    """A sample with per-moment captions is cropped for retrieval but not for localization."""
+    import numpy as np
+
+    from shards.reader import ShardDataset
+    from shards.writer import write_shards
+
+    motion = np.random.default_rng(0).normal(size=(100, 263)).astype(np.float32)
+    meta = {"dataset": "t", "split": "test", "fps": 20.0, "duration": 5.0, "mirrored": False, "source": "s",
+            "texts": [{"text": "a person waves", "events": None, "start": 1.0, "end": 2.0}],
+            "moments": [{"text": "a person waves", "start": 1.0, "end": 2.0}]}
+    index = write_shards([{"key": "x", "motion": motion, "meta": meta}], tmp_path)
+    cropped = next(iter(ShardDataset(index, training=False, rank=0, world_size=1, min_frames=1, max_frames=None)))
+    whole = next(iter(ShardDataset(index, training=False, rank=0, world_size=1, min_frames=1, max_frames=None,
+                                   crop_to_caption=False)))
+    assert cropped["span"] == (20, 40) and len(cropped["motion"]) == 20
+    assert whole["span"] == (0, 100) and np.array_equal(whole["motion"], motion)
+    assert whole["moments"] == meta["moments"] and whole["text"] == "a person waves"

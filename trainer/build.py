@@ -82,5 +82,5 @@ def build_datasets(cfg, rank: int, world: int) -> dict[str, ShardDataset]:
                                          num_video_frames=rcfg.video.n_frames, video_size=cfg.data.video_size)
     if cfg.model.use_localization:
         out["localization"] = shard_dataset(cfg.data.localization, "localization", cfg.run.seed + 1, rank, world,
-                                            True, load_video=False)
+                                            True, load_video=False, crop_to_caption=False)
     return out

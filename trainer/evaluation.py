@@ -149,7 +149,8 @@ def iter_videos(data: RetrievalSet):
 def read_localization_set(shards: str, *, min_frames: int | None = None, max_frames: int | None = None,
                           split: str | None = None) -> LocalizationSet:
     out = LocalizationSet()
-    for s in _iter_samples(shards, out.skipped, split, load_video=False, min_frames=min_frames, max_frames=max_frames):
+    for s in _iter_samples(shards, out.skipped, split, load_video=False, min_frames=min_frames, max_frames=max_frames,
+                           crop_to_caption=False):
         fps = float(s["meta"]["fps"])
         offset, duration = s["span"][0] / fps, len(s["motion"]) / fps
         queries = []

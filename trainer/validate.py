@@ -42,7 +42,8 @@ def _loader(trainer, task: str, index: str):
                               max_frames=train_set.max_frames, split=cfg.validation.split)
     rcfg = cfg.model.retrieval
     extra = {"load_video": cfg.data.load_video and rcfg.use_video and task == "retrieval",
-             "num_video_frames": rcfg.video.n_frames, "video_size": cfg.data.video_size}
+             "num_video_frames": rcfg.video.n_frames, "video_size": cfg.data.video_size,
+             "crop_to_caption": task == "retrieval"}
     dataset = shard_dataset(set_cfg, task, cfg.run.seed, trainer.rank, trainer.world, training=False, **extra)
     return ShardLoader(dataset, cfg.validation.batch_size, num_workers=0)
 
