@@ -16,12 +16,15 @@ from torch import nn
 BACKENDS = ("auto", "eager", "sdpa", "triton")
 
 
-def _resolve_backend(backend: str, device: torch.device, dropout_p: float = 0.0, causal: bool = False) -> str:
+def _resolve_backend(backend: str, device: torch.device, dropout_p: float = 0.0, causal: bool = False,
+                     head_dim: int = 64, dtype: torch.dtype = torch.float32) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"attention backend {backend!r} is not one of {BACKENDS}")
     if backend == "auto":
-        # The fused kernel has neither dropout nor a causal mask: those calls stay on SDPA.
-        if device.type == "cuda" and dropout_p == 0.0 and not causal and _triton_available():
+        # The fused kernel has neither dropout nor a causal mask and takes head dims 16..128 in
+        # fp32/fp16/bf16: every other call stays on SDPA.
+        if (device.type == "cuda" and dropout_p == 0.0 and not causal and 16 <= head_dim <= 128
+                and dtype in (torch.float32, torch.float16, torch.bfloat16) and _triton_available()):
             return "triton"
         return "sdpa"
     return backend
@@ -71,7 +74,7 @@ def attention(
     causal: bool = False,
 ) -> torch.Tensor:
     """Scaled dot-product attention. q: (B, H, Lq, D); k, v: (B, H, Lk, D) -> (B, H, Lq, D)."""
-    backend = _resolve_backend(backend, q.device, dropout_p, causal)
+    backend = _resolve_backend(backend, q.device, dropout_p, causal, q.shape[-1], q.dtype)
     if backend == "eager":
         return eager_attention(q, k, v, key_mask, dropout_p, causal)
     if backend == "triton":
@@ -87,6 +90,23 @@ def attention(
     empty = ~allowed.any(dim=-1, keepdim=True)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed | empty, dropout_p=dropout_p)
     return out.masked_fill(empty, 0.0)
+
+
+def multi_source_attention(q, sources, reduce: str = "sum", *, backend: str = "auto", dropout_p: float = 0.0):
+    """One query tensor (or one per source) against several (k, v, key_mask) sources, each with
+    its own softmax; returns their sum (reduce="sum") or the list of outputs ("none"). On CUDA the
+    fused Triton kernel does all sources in one launch; elsewhere one `attention()` per source."""
+    if reduce not in ("sum", "none"):
+        raise ValueError(f"reduce must be 'sum' or 'none', got {reduce!r}")
+    queries = list(q) if isinstance(q, (list, tuple)) else [q] * len(sources)
+    first = queries[0]
+    if _resolve_backend(backend, first.device, dropout_p, False, first.shape[-1], first.dtype) == "triton":
+        from modeling.kernels import fused_multi_source_attention
+
+        return fused_multi_source_attention(q, sources, reduce)
+    inner = "sdpa" if backend in ("auto", "triton") else backend
+    outs = [attention(qs, k, v, m, backend=inner, dropout_p=dropout_p) for qs, (k, v, m) in zip(queries, sources)]
+    return sum(outs) if reduce == "sum" else outs
 
 
 class MultiHeadAttention(nn.Module):

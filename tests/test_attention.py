@@ -72,3 +72,21 @@ def test_auto_keeps_dropout_and_causal_off_the_fused_kernel(monkeypatch):
     assert att._resolve_backend("auto", cuda, dropout_p=0.1) == "sdpa"
     assert att._resolve_backend("auto", cuda, causal=True) == "sdpa"
     assert att._resolve_backend("auto", torch.device("cpu")) == "sdpa"
+    assert att._resolve_backend("auto", cuda, head_dim=256) == "sdpa"
+    assert att._resolve_backend("auto", cuda, dtype=torch.float64) == "sdpa"
+
+
+def test_multi_source_attention_sums_or_lists_per_source_outputs():
+    from modeling.attention import multi_source_attention
+
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(2, 2, 3, 8, generator=g)
+    sources = [(torch.randn(2, 2, n, 8, generator=g), torch.randn(2, 2, n, 8, generator=g),
+                torch.rand(2, n, generator=g) > 0.3) for n in (4, 6, 5)]
+    each = [attention(q, k, v, m, backend="eager") for k, v, m in sources]
+    summed = multi_source_attention(q, sources, "sum", backend="eager")
+    listed = multi_source_attention([q, q * 2, q], sources, "none", backend="sdpa")
+    assert torch.allclose(summed, sum(each), atol=1e-6)
+    assert torch.allclose(listed[1], attention(q * 2, *sources[1], backend="eager"), atol=1e-5)
+    with pytest.raises(ValueError, match="reduce"):
+        multi_source_attention(q, sources, "mean")

@@ -7,6 +7,6 @@ blockwise contrastive loss (pure PyTorch, `modeling.kernels.blockwise_contrastiv
 import importlib.util
 
 if importlib.util.find_spec("triton") is not None:
-    from modeling.kernels.fused_attention import fused_attention, fused_multi_source_attention
+    from modeling.kernels.triton_attention import fused_attention, fused_multi_source_attention
 
     __all__ = ["fused_attention", "fused_multi_source_attention"]

@@ -38,7 +38,7 @@ def _mm(a, b, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     so the result equals the GPU's bf16 tensor-core dot up to summation order."""
     if UPCAST:
         return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
-    return _mm(a, b, PRECISION, UPCAST)
+    return tl.dot(a, b, input_precision=PRECISION)
 
 
 @triton.jit
@@ -52,7 +52,7 @@ def _forward_kernel(
     S: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     STORE_PARTS: tl.constexpr, STORE_SUM: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    pid_m, pid_bh = tl.program_id(0), tl.program_id(1)
+    pid_m, pid_bh = tl.program_id(0), tl.program_id(1).to(tl.int64)   # int64: offsets of big tensors
     b, h = pid_bh // H, pid_bh % H
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
@@ -111,7 +111,7 @@ def _backward_dkdv_kernel(
     H, LQ, D, LK_TOTAL, qk_scale, sm_scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    pid_n, pid_bh, s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    pid_n, pid_bh, s = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
     b, h = pid_bh // H, pid_bh % H
     start, end = tl.load(SEG + s), tl.load(SEG + s + 1)
     n0 = start + pid_n * BLOCK_N
@@ -160,7 +160,7 @@ def _backward_dq_kernel(
     H, LQ, D, qk_scale, sm_scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    pid_m, pid_bh, s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    pid_m, pid_bh, s = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
     b, h = pid_bh // H, pid_bh % H
     start, end = tl.load(SEG + s), tl.load(SEG + s + 1)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -216,8 +216,11 @@ class _MultiSourceAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, mask, seg, max_len: int, reduce_sum: bool):
         n_src, batch, heads, lq, d = q.shape
         block_d = max(16, triton.next_power_of_2(d))
-        wide = q.dtype == torch.float32 or block_d > 64   # fewer rows per tile when registers are scarce
-        block_m, block_n = _block(lq, 64 if wide else 128), _block(max_len, 64)
+        # Smaller tiles where registers and shared memory are scarce (fp32, wide heads): fp32 with
+        # D = 128 then needs ~100 KB of shared memory, within an A100's 164 KB.
+        wide = q.dtype == torch.float32 or block_d > 64
+        block_m = _block(lq, 64 if wide else 128)
+        block_n = _block(max_len, 32 if q.dtype == torch.float32 and block_d > 64 else 64)
         store_parts = not reduce_sum or any(ctx.needs_input_grad[:3])
         lse = torch.empty((n_src, batch, heads, lq), device=q.device, dtype=torch.float32)
         parts = torch.empty((n_src, batch, heads, lq, d), device=q.device, dtype=q.dtype) if store_parts else lse

@@ -1,0 +1,202 @@
+"""Fused Triton attention, run on CPU in Triton's interpreter, against the eager reference.
+
+Forward outputs and gradients of q, k, v are compared with `eager_attention` evaluated in float64
+on the same inputs: fp32 to 1e-5 relative (largest error / largest reference value), fp16/bf16 to
+1e-2 relative in the Frobenius norm (their inputs to each matmul are rounded to 8 or 11 bits, so a
+single element may stray further). References that are zero (dq of a row with one real key) are
+compared absolutely, with a floor of 0.1 on the denominator. Shapes are random and ragged (each
+source its own length and padding), with fully masked rows. bf16 `tl.dot` is computed wrongly by
+the Triton 3.x interpreter, so on CPU the kernels multiply bf16 tiles in fp32 (same products; see
+`_mm`); the tensor-core bf16 path itself is only exercised on a GPU.
+"""
+import importlib
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+os.environ["TRITON_INTERPRET"] = "1"   # must precede the first import of triton's jit
+triton = pytest.importorskip("triton", reason="triton is not installed (optional: the fused attention kernels)")
+
+from modeling import attention as attention_module  # noqa: E402
+from modeling.attention import MultiHeadAttention, attention, eager_attention  # noqa: E402
+
+for _name in ("modeling.kernels.triton_attention", "modeling.kernels"):   # imported earlier without the interpreter
+    if _name in sys.modules:
+        importlib.reload(sys.modules[_name])
+from modeling.kernels.triton_attention import fused_attention, fused_multi_source_attention  # noqa: E402
+
+TOLERANCE = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
+
+
+def _rel(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    error = actual.double() - expected
+    if actual.dtype == torch.float32:
+        return (error.abs().max() / expected.abs().max().clamp_min(0.1)).item()
+    return (error.norm() / expected.norm().clamp_min(0.1 * expected.numel() ** 0.5)).item()
+
+
+def _ragged_mask(g, batch, length, fully_masked_row=None):
+    """Padding masks: real keys first, a random length per sample; optionally one sample without keys."""
+    lengths = torch.randint(1, length + 1, (batch,), generator=g)
+    mask = torch.arange(length)[None] < lengths[:, None]
+    if fully_masked_row is not None:
+        mask[fully_masked_row] = False
+    return mask
+
+
+def _leaf(g, shape, dtype):
+    return torch.randn(*shape, generator=g).to(dtype).requires_grad_()
+
+
+def _grads(out, inputs, grad):
+    outs = out if isinstance(out, (list, tuple)) else [out]
+    grads = grad if isinstance(grad, (list, tuple)) else [grad]
+    return torch.autograd.grad(outs, inputs, [gr.to(o.dtype) for o, gr in zip(outs, grads)])
+
+
+def _reference(tensors):
+    return [t.detach().double().requires_grad_() for t in tensors]
+
+
+@pytest.mark.parametrize("dtype,d,seed", [
+    (torch.float32, 32, 0), (torch.float32, 64, 1), (torch.float32, 48, 2), (torch.float32, 128, 3),
+    (torch.float16, 64, 4), (torch.bfloat16, 32, 5), (torch.bfloat16, 128, 6),
+])
+def test_single_source_matches_eager(dtype, d, seed):
+    g = torch.Generator().manual_seed(seed)
+    b, h = 2, 2
+    lq, lk = (int(x) for x in torch.randint(1, 40, (2,), generator=g))
+    q, k, v = _leaf(g, (b, h, lq, d), dtype), _leaf(g, (b, h, lk, d), dtype), _leaf(g, (b, h, lk, d), dtype)
+    mask = _ragged_mask(g, b, lk, fully_masked_row=1 if seed % 2 else None)
+    out = fused_attention(q, k, v, mask)
+    assert out.dtype == dtype and out.shape == (b, h, lq, d)
+    qr, kr, vr = _reference((q, k, v))
+    ref = eager_attention(qr, kr, vr, mask)
+    assert _rel(out, ref) <= TOLERANCE[dtype]
+    grad = torch.randn(b, h, lq, d, generator=g, dtype=torch.float64)
+    for got, want in zip(_grads(out, (q, k, v), grad), _grads(ref, (qr, kr, vr), grad)):
+        assert _rel(got, want) <= TOLERANCE[dtype]
+    if seed % 2:
+        assert torch.all(out[1] == 0)
+
+
+@pytest.mark.parametrize("dtype,lq", [(torch.float32, 1), (torch.float32, 9), (torch.bfloat16, 1)])
+def test_fusion_sum_of_three_sources(dtype, lq):
+    """LAVIMO fusion: one query over motion, text and video features, outputs summed."""
+    g = torch.Generator().manual_seed(10 + lq)
+    b, h, d = 3, 2, 32
+    lengths = (37, 11, 20)
+    q = _leaf(g, (b, h, lq, d), dtype)
+    kvs = [(_leaf(g, (b, h, n, d), dtype), _leaf(g, (b, h, n, d), dtype)) for n in lengths]
+    masks = [_ragged_mask(g, b, n, fully_masked_row=i) for i, n in enumerate(lengths)]   # each source empties one sample
+    out = fused_multi_source_attention(q, [(k, v, m) for (k, v), m in zip(kvs, masks)], reduce="sum")
+    leaves = [q, *[t for kv in kvs for t in kv]]
+    refs = _reference(leaves)
+    ref = sum(eager_attention(refs[0], refs[1 + 2 * i], refs[2 + 2 * i], masks[i]) for i in range(3))
+    assert _rel(out, ref) <= TOLERANCE[dtype]
+    grad = torch.randn(b, h, lq, d, generator=g, dtype=torch.float64)
+    for got, want in zip(_grads(out, leaves, grad), _grads(ref, refs, grad)):
+        assert _rel(got, want) <= TOLERANCE[dtype]
+
+
+def test_parallel_self_and_cross_with_own_queries():
+    """SGPA: self- and cross-attention outputs returned apart, each source with its own query."""
+    g = torch.Generator().manual_seed(20)
+    b, h, lq, d = 2, 2, 13, 64
+    q_self, q_cross = _leaf(g, (b, h, lq, d), torch.float32), _leaf(g, (b, h, lq, d), torch.float32)
+    k_self, v_self = _leaf(g, (b, h, lq, d), torch.float32), _leaf(g, (b, h, lq, d), torch.float32)
+    k_cross, v_cross = _leaf(g, (b, h, 29, d), torch.float32), _leaf(g, (b, h, 29, d), torch.float32)
+    m_self, m_cross = _ragged_mask(g, b, lq), _ragged_mask(g, b, 29, fully_masked_row=0)
+    outs = fused_multi_source_attention([q_self, q_cross], [(k_self, v_self, m_self), (k_cross, v_cross, m_cross)],
+                                        reduce="none")
+    leaves = [q_self, q_cross, k_self, v_self, k_cross, v_cross]
+    r = _reference(leaves)
+    refs = [eager_attention(r[0], r[2], r[3], m_self), eager_attention(r[1], r[4], r[5], m_cross)]
+    assert len(outs) == 2 and all(_rel(o, ref) <= 1e-5 for o, ref in zip(outs, refs))
+    grads = [torch.randn(b, h, lq, d, generator=g, dtype=torch.float64) for _ in range(2)]
+    for got, want in zip(_grads(outs, leaves, grads), _grads(refs, r, grads)):
+        assert _rel(got, want) <= 1e-5
+
+
+def test_all_keys_masked_gives_zero_output_and_gradients():
+    g = torch.Generator().manual_seed(30)
+    q, k, v = (_leaf(g, (1, 2, 5, 32), torch.float32) for _ in range(3))
+    k2, v2 = _leaf(g, (1, 2, 3, 32), torch.float32), _leaf(g, (1, 2, 3, 32), torch.float32)
+    none = torch.zeros(1, 5, dtype=torch.bool)
+    out = fused_multi_source_attention(q, [(k, v, none), (k2, v2, torch.zeros(1, 3, dtype=torch.bool))])
+    assert torch.all(out == 0)
+    grads = torch.autograd.grad(out, (q, k, v, k2, v2), torch.randn_like(out))
+    assert all(torch.all(gr == 0) for gr in grads)
+
+
+def test_attention_interface_routes_to_the_kernel():
+    g = torch.Generator().manual_seed(40)
+    torch.manual_seed(40)
+    mha = MultiHeadAttention(64, 2, backend="triton")
+    x, mem = torch.randn(2, 7, 64, generator=g), torch.randn(2, 12, 64, generator=g)
+    mask = _ragged_mask(g, 2, 12, fully_masked_row=1)
+    fused = mha(x, mem, key_mask=mask)
+    mha.backend = "sdpa"
+    assert torch.allclose(fused, mha(x, mem, key_mask=mask), atol=1e-5)   # non-contiguous head views
+    q, k, v = (torch.randn(1, 2, 6, 32, generator=g) for _ in range(3))
+    assert _rel(attention(q, k, v, backend="triton"), eager_attention(q.double(), k.double(), v.double())) <= 1e-5
+    assert attention_module._resolve_backend("auto", torch.device("cuda")) == "triton"
+    assert attention_module._resolve_backend("auto", torch.device("cpu")) == "sdpa"
+
+
+def test_bad_inputs_are_rejected(monkeypatch):
+    q = torch.randn(1, 2, 4, 32)
+    with pytest.raises(ValueError, match="head dims"):
+        fused_attention(torch.randn(1, 2, 4, 8), torch.randn(1, 2, 4, 8), torch.randn(1, 2, 4, 8))
+    with pytest.raises(ValueError, match="key_mask"):
+        fused_attention(q, q, q, torch.ones(1, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="source 1"):
+        fused_multi_source_attention(q, [(q, q, None), (q.half(), q.half(), None)])
+    with pytest.raises(ValueError, match="reduce"):
+        fused_multi_source_attention(q, [(q, q, None)], reduce="mean")
+    monkeypatch.delenv("TRITON_INTERPRET")
+    with pytest.raises(RuntimeError, match="CUDA"):
+        fused_attention(q, q, q)
+
+
+# Compiles the three kernels for an H100 (sm_90) with the wheel's own ptxas, no GPU needed: catches
+# what the interpreter cannot (types in loops, layouts, shared-memory size). bf16 and D = 128 are the
+# largest tiles of the half-precision path; fp32 D = 128 takes minutes to compile and is left out.
+_COMPILE_SCRIPT = textwrap.dedent("""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    import modeling.kernels.triton_attention as fa
+
+    def build(kernel, pointers, constexprs, num_warps):
+        signature = {n: "constexpr" if n in constexprs else pointers.get(n, "fp32" if "scale" in n else "i32")
+                     for n in kernel.arg_names}
+        src = ASTSource(fn=kernel, signature=signature,
+                        constexprs={(kernel.arg_names.index(k),): v for k, v in constexprs.items()})
+        return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
+
+    t = "*bf16"
+    common = {"Q": t, "K": t, "V": t, "MASK": "*i8", "SEG": "*i32", "LSE": "*fp32"}
+    fwd = build(fa._forward_kernel, {**common, "PARTS": t, "OUT": t},
+                dict(S=3, BLOCK_M=64, BLOCK_N=64, BLOCK_D=128, STORE_PARTS=True, STORE_SUM=True,
+                     PRECISION="tf32", UPCAST=False), 8)
+    bwd = {**common, "DO": t, "DELTA": "*fp32", "DK": t, "DV": t, "DQ": t}
+    blocks = dict(BLOCK_M=64, BLOCK_N=64, BLOCK_D=128, PRECISION="tf32", UPCAST=False)
+    dkdv = build(fa._backward_dkdv_kernel, bwd, blocks, 4)
+    dq = build(fa._backward_dq_kernel, bwd, blocks, 4)
+    print(max(k.metadata.shared for k in (fwd, dkdv, dq)))
+""")
+
+
+def test_kernels_compile_for_h100():
+    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+    if not os.path.exists(ptxas):
+        pytest.skip(f"this triton wheel has no CUDA backend / ptxas ({ptxas}); GPU compilation cannot be checked")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert int(done.stdout.split()[-1]) <= 227 * 1024   # an H100 block's shared memory
