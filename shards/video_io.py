@@ -24,8 +24,13 @@ BACKENDS = ("pyav", "decord")
 logging.getLogger("libav").setLevel(logging.CRITICAL)  # FFmpeg prints every corrupt macroblock
 
 
-def encode_mp4(frames: np.ndarray, fps: float = 20.0, crf: int = 23) -> bytes:
-    """H.264 mp4 bytes of uint8 RGB frames (N, H, W, 3); H and W must be even (yuv420p)."""
+def encode_mp4(frames: np.ndarray, fps: float = 20.0, crf: int = 23, preset: str = "medium",
+               threads: int = 0) -> bytes:
+    """H.264 mp4 bytes of uint8 RGB frames (N, H, W, 3); H and W must be even (yuv420p).
+
+    `threads=1` makes the bytes independent of the machine (bulk builds run one encoder per
+    worker process anyway); 0 lets x264 choose. "veryfast" encodes about 2x faster than
+    "medium" at a similar size for rendered scenes."""
     import av
     from fractions import Fraction
 
@@ -39,7 +44,9 @@ def encode_mp4(frames: np.ndarray, fps: float = 20.0, crf: int = 23) -> bytes:
     with av.open(buf, mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "medium"}
+        stream.options = {"crf": str(crf), "preset": preset}
+        if threads:
+            stream.thread_count = threads
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
