@@ -128,14 +128,24 @@ class MultiHeadAttention(nn.Module):
         b, n, _ = x.shape
         return x.view(b, n, self.n_heads, -1).transpose(1, 2)
 
-    def forward(self, query, key=None, value=None, key_mask=None, causal: bool = False):
+    @property
+    def dropout_p(self) -> float:
+        return self.dropout if self.training else 0.0
+
+    def project(self, query, key=None, value=None):
+        """Per-head q, k, v (B, H, L, D); `merge` maps an attention output back. Together they
+        let several attentions share one `multi_source_attention` call."""
         key = query if key is None else key
         value = key if value is None else value
-        q, k, v = self._heads(self.q_proj(query)), self._heads(self.k_proj(key)), self._heads(self.v_proj(value))
-        out = attention(q, k, v, key_mask, backend=self.backend,
-                        dropout_p=self.dropout if self.training else 0.0, causal=causal)
+        return self._heads(self.q_proj(query)), self._heads(self.k_proj(key)), self._heads(self.v_proj(value))
+
+    def merge(self, out):
         b, _, n, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, -1))
+
+    def forward(self, query, key=None, value=None, key_mask=None, causal: bool = False):
+        q, k, v = self.project(query, key, value)
+        return self.merge(attention(q, k, v, key_mask, backend=self.backend, dropout_p=self.dropout_p, causal=causal))
 
 
 class FeedForward(nn.Sequential):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from modeling.attention import MultiHeadAttention, TransformerDecoderLayer
+from modeling.attention import MultiHeadAttention, TransformerDecoderLayer, multi_source_attention
 from modeling.config import FusionDecoderConfig
 from modeling.sequence import sinusoidal_positions
 
@@ -30,14 +30,22 @@ class FusionAttention(nn.Module):
         if "motion" not in features:
             raise ValueError("fusion attention needs the motion features (its queries attend to them first)")
         query = motion_emb[:, None]
+        present = [s for s in SOURCES if s in features]
+        queries, sources = [], []
+        for source in present:
+            tokens, mask = features[source]
+            q, k, v = self.attn[source].project(query, tokens)
+            queries.append(q)
+            sources.append((k, v, mask.bool()))
+        # One call for all sources (the fused multi-source kernel on CUDA); each keeps its projections.
+        first = self.attn[present[0]]
+        outs = multi_source_attention(queries, sources, "none", backend=first.backend, dropout_p=first.dropout_p)
         fused = None
-        for source in SOURCES:
-            if source in features:
-                tokens, mask = features[source]
-                # a sample without this modality (all keys masked) gets no term, not the output bias
-                has_keys = mask.bool().any(dim=1)[:, None, None].to(query.dtype)
-                term = self.attn[source](query, tokens, key_mask=mask.bool()) * has_keys
-                fused = term if fused is None else fused + term
+        for source, out in zip(present, outs):
+            # a sample without this modality (all keys masked) gets no term, not the output bias
+            has_keys = features[source][1].bool().any(dim=1)[:, None, None].to(query.dtype)
+            term = self.attn[source].merge(out) * has_keys
+            fused = term if fused is None else fused + term
         return fused
 
 

@@ -71,7 +71,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modeling.attention import FeedForward, MultiHeadAttention
+from modeling.attention import FeedForward, MultiHeadAttention, multi_source_attention
 
 BACKGROUND, FOREGROUND, PAD = 0, 1, 2
 VARIANTS = ("mlp", "mlp_s", "mlp_base")
@@ -375,8 +375,12 @@ class SGPABlock(nn.Module):
 
     def forward(self, x, x_mask, other, other_mask):
         h, o = self.norm(x), self.norm(other)
-        m_s = self.self_attn(h, key_mask=x_mask)
-        m_c = self.cross_attn(h, o, key_mask=other_mask)
+        q_s, k_s, v_s = self.self_attn.project(h)
+        q_c, k_c, v_c = self.cross_attn.project(h, o)
+        # self- and cross-attention in parallel: one call (the fused two-source kernel on CUDA)
+        out_s, out_c = multi_source_attention([q_s, q_c], [(k_s, v_s, x_mask), (k_c, v_c, other_mask)], "none",
+                                              backend=self.self_attn.backend, dropout_p=self.self_attn.dropout_p)
+        m_s, m_c = self.self_attn.merge(out_s), self.cross_attn.merge(out_c)
         gated = torch.sigmoid(self.gate_from_cross(m_c)) * m_s + torch.sigmoid(self.gate_from_self(m_s)) * m_c
         x = x + self.drop(gated)
         return x + self.drop(self.ff(self.norm_ff(x)))

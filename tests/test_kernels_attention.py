@@ -200,3 +200,24 @@ def test_kernels_compile_for_h100():
     done = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert int(done.stdout.split()[-1]) <= 227 * 1024   # an H100 block's shared memory
+
+
+def test_fusion_and_sgpa_modules_run_on_the_fused_kernel():
+    """LAVIMO's fusion (3 sources summed) and MLP's SGPA (self + cross) through the kernel = SDPA."""
+    from modeling.fusion import FusionAttention
+    from modeling.localization import SGPABlock
+
+    torch.manual_seed(0)
+    d, heads = 64, 2
+    fused, ref = FusionAttention(d, heads, backend="triton").eval(), FusionAttention(d, heads, backend="sdpa").eval()
+    ref.load_state_dict(fused.state_dict())
+    feats = {s: (torch.randn(2, n, d), torch.rand(2, n) > 0.2) for s, n in (("motion", 7), ("text", 5), ("video", 4))}
+    feats["video"][1][1] = False  # second sample has no video
+    emb = torch.randn(2, d)
+    assert torch.allclose(fused(emb, feats), ref(emb, feats), atol=1e-5)
+
+    block, block_ref = SGPABlock(d, heads, 128, 0.0, "triton").eval(), SGPABlock(d, heads, 128, 0.0, "sdpa").eval()
+    block_ref.load_state_dict(block.state_dict())
+    x, other = torch.randn(2, 6, d), torch.randn(2, 9, d)
+    xm, om = torch.rand(2, 6) > 0.2, torch.rand(2, 9) > 0.2
+    assert torch.allclose(block(x, xm, other, om), block_ref(x, xm, other, om), atol=1e-5)
