@@ -3,8 +3,8 @@
 # with `accelerate launch` (2 processes, DeepSpeed ZeRO-2), evaluate on the demo test split.
 # Environment knobs: TRIMO_DEMO_SIZE (tiny|small|default|large), TRIMO_QUICKSTART_STEPS.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
 start=$(date +%s)
+source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
 size="${TRIMO_DEMO_SIZE:-small}"
 data="data/demo-$size"
 run="runs/quickstart"
@@ -37,4 +37,4 @@ echo
 echo "[trimo] plots:      $run/eval/plots/"
 echo "[trimo] metrics:    $run/eval/metrics.json"
 echo "[trimo] checkpoint: $run/checkpoints/ (latest), exported model: $run/export/"
-echo "[trimo] quickstart finished in $(( $(date +%s) - start )) s"
+echo "[trimo] quickstart finished in $(( $(date +%s) - start )) s (set-up, corpus, training, evaluation)"
