@@ -1,8 +1,8 @@
 """SMPL-family bodies through `smplx`: load a model folder without unpickling, pose it from SMPL
 parameters (the AMASS/BABEL route) or from our 22 joint positions (via shards.skeleton's IK).
 
-Model files are .npz only. smplx 0.1.28 opens SMPL models with `pickle.load` whatever `ext`
-says, and SMPL+H/SMPL-X .npz with `allow_pickle=True`; we read the arrays ourselves with
+Model files are .npz only. smplx 0.1.28 opens SMPL models with pickle whatever `ext` says, and
+SMPL+H/SMPL-X .npz with pickling allowed; we read the arrays ourselves with
 `allow_pickle=False` (which refuses object arrays, so nothing is unpickled) and hand them to
 smplx as its `data_struct` (SMPL, SMPL+H), or let smplx reopen a file we have checked (SMPL-X).
 Official SMPL .pkl files must be converted to .npz once (they also need chumpy to load).
