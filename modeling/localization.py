@@ -72,6 +72,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from modeling.attention import FeedForward, MultiHeadAttention, multi_source_attention
+from modeling.sequence import sinusoidal_positions  # E_pos of Eq. 5
 
 BACKGROUND, FOREGROUND, PAD = 0, 1, 2
 VARIANTS = ("mlp", "mlp_s", "mlp_base")
@@ -323,16 +324,6 @@ def flip_labels(labels: torch.Tensor, snippet_mask: torch.Tensor, rate: float,
     return torch.where(flip, 1 - labels, labels)
 
 
-def sinusoidal_encoding(length: int, dim: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    """E_pos (Eq. 5): sin on even channels, cos on odd ones, wavelengths up to 10000 * 2 pi."""
-    pos = torch.arange(length, device=device, dtype=torch.float32)[:, None]
-    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    pe = torch.zeros(length, dim, device=device)
-    pe[:, 0::2] = torch.sin(pos * freq)
-    pe[:, 1::2] = torch.cos(pos * freq[: dim // 2])
-    return pe.to(dtype)
-
-
 def _masked_log_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(logits.float().masked_fill(~mask, torch.finfo(torch.float32).min), dim=-1)
 
@@ -442,7 +433,7 @@ class SequenceMatcher(nn.Module):
 
     def forward(self, x, labels):
         if self.label_embedding is not None:
-            x = x + self.label_embedding(labels) + sinusoidal_encoding(x.shape[1], x.shape[2], x.device, x.dtype)
+            x = x + self.label_embedding(labels) + sinusoidal_positions(x.shape[1], x.shape[2], x.device, x.dtype)
         return self.conv(x.transpose(1, 2)).squeeze(1)
 
 
