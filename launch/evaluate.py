@@ -39,6 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="text file with one test key per line: a fixed Dissimilar subset (e.g. TMR's list) "
                         "instead of trimo's greedy max-min selection of 100 items")
     p.add_argument("--no-pyramid", action="store_true", help="skip the temporal-pyramid baseline (slow)")
+    p.add_argument("--no-corpus", action="store_true", help="skip corpus-level moment retrieval (slow)")
     p.add_argument("--no-video", action="store_true", help="do not decode videos (no video<->motion protocols)")
     p.add_argument("--min-frames", type=int, default=None, help="leave out retrieval items shorter than this")
     p.add_argument("--max-frames", type=int, default=None, help="leave out retrieval items longer than this")
@@ -77,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         dissimilar_ids = [line.strip() for line in Path(args.dissimilar_ids).read_text().splitlines() if line.strip()]
     opts = EvalOptions(dissimilar_ids=dissimilar_ids, threshold=args.threshold,
                        assigned_threshold=args.assigned_threshold, corpus_k=args.corpus_k,
-                       corpus_lambda=args.corpus_lambda, pyramid=not args.no_pyramid, batch_size=args.batch_size,
+                       corpus_lambda=args.corpus_lambda, pyramid=not args.no_pyramid, corpus=not args.no_corpus,
+                       batch_size=args.batch_size,
                        num_plots=args.num_plots)
     print(f"sentence-embedding model: {sentence_model}")
     print(f"thresholds on (cos+1)/2: all-threshold {opts.threshold}, assigned {opts.assigned_threshold}")

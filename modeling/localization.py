@@ -1,8 +1,8 @@
 """MLP temporal sentence localization head (paper: mlp-temporal-sentence-localization.txt, Sec. III).
 
-Encoding-Fusion-Match-Prediction on top of trimo's shared encoders: the motion encoder's frame
+Encoding-Fusion-Match-Prediction on top of trimo's shared encoders: the motion encoder's snippet
 features (with the GCN S-Enc when the motion encoder enables it) and the text encoder's token
-features come in; the head pools snippets, runs the SGPA temporal encoder shared by both
+features come in; the head runs the SGPA temporal encoder shared by both
 modalities (Eq. 2), fuses them with context-query attention (Eq. 3), matches foreground with the
 LP-Matcher (Eq. 4-7) and predicts the span with the LP-Predictor (Eq. 8-11), trained with Eq. 12.
 The snippet, label and decoding functions (Eq. 13) are plain functions here, so the data
@@ -21,8 +21,10 @@ Span conventions (chosen where the paper is loose):
   its first entry is always the argmax.
 
 Other choices where the paper is ambiguous (each one is a decision, not a quote):
-- Snippet pooling happens inside the head (`pool_snippets`), so the data pipeline only passes
-  frames, masks and the moment in seconds; spans map to times as in the conventions above.
+- Snippet pooling (`pool_snippets`) happens before the encoders, as the paper orders it: the
+  assembled model (modeling.trimo_model) pools the raw motion, then encodes the snippets. The
+  head pools its input again, which is the identity for T <= S elements, so it also accepts frame
+  features directly; the data pipeline only passes frames, masks and the moment in seconds.
 - Dimension alignment (footnote 2, and "w/o S-Enc: an FFN layer" for MLPBase): one Linear per
   modality to d, for every variant.
 - SGPA block (Eq. 2): a pre-norm block; self-attention and cross-attention run in parallel on the

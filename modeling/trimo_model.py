@@ -4,8 +4,9 @@ the same motion and text encoders, each part on/off by config, one `forward(batc
 Motion comes in as raw 263-d features; the model normalizes it with the feature statistics it
 keeps as buffers (`feat_mean`, `feat_std`, set once from the retrieval shard set and saved with
 every checkpoint and export), so an exported model needs nothing else to encode motion.
-The localization head reads the motion encoder's frame features and the text encoder's token
-features (MLP: shared encoders, then SGPA/CQA/LP-Matcher/LP-Predictor on top).
+For localization the raw motion is first averaged into S snippets (MLP Sec. III-A), then the shared
+motion encoder encodes the snippets and the head reads them with the text encoder's token
+features (SGPA/CQA/LP-Matcher/LP-Predictor on top).
 
 Tasks:
 - "retrieval": the RetrievalModel batch contract (modeling.retrieval), motion raw.
@@ -25,7 +26,7 @@ import torch
 from torch import nn
 
 from modeling.config import RetrievalModelConfig
-from modeling.localization import LocalizationConfig, LocalizationHead
+from modeling.localization import LocalizationConfig, LocalizationHead, pool_snippets
 from modeling.retrieval import RetrievalModel
 
 TASKS = ("retrieval", "localization", "joint", "embed", "localize")
@@ -97,9 +98,8 @@ class TrimoModel(nn.Module):
     def _localization(self, batch: dict) -> dict[str, torch.Tensor]:
         if self.localization is None:
             raise ValueError("this model was built with use_localization=false")
-        frames, _ = self.retrieval.encode_motion(self.normalize(batch["motion"]), batch["motion_mask"])
-        tokens, _ = self.retrieval.encode_text(batch["text_input_ids"], batch["text_attention_mask"])
-        out = self.localization(frames, batch["motion_mask"], tokens, batch["text_attention_mask"].bool(),
+        frames, mask, tokens = self._localization_inputs(batch)
+        out = self.localization(frames, mask, tokens, batch["text_attention_mask"].bool(),
                                 batch["duration_s"], batch["gt_start_s"], batch["gt_end_s"],
                                 float(batch.get("progress", 0.0)), batch.get("generator"))
         loss = self.cfg.localization_weight * out["loss"]
@@ -107,6 +107,15 @@ class TrimoModel(nn.Module):
         flat["localization/loss"] = loss
         flat["loss"] = loss
         return flat
+
+    def _localization_inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """MLP Sec. III-A: a long motion becomes S snippet means *before* it is encoded (T = min(F, S)),
+        so the motion encoder runs on at most S elements; the head's own pooling is then the identity."""
+        motion, mask = pool_snippets(self.normalize(batch["motion"]), batch["motion_mask"],
+                                     self.cfg.localization.num_snippets)
+        snippets, _ = self.retrieval.encode_motion(motion, mask)
+        tokens, _ = self.retrieval.encode_text(batch["text_input_ids"], batch["text_attention_mask"])
+        return snippets, mask, tokens
 
     def _embed(self, batch: dict) -> dict[str, torch.Tensor]:
         out = {}
@@ -121,13 +130,12 @@ class TrimoModel(nn.Module):
     def _localize(self, batch: dict) -> dict[str, torch.Tensor]:
         if self.localization is None:
             raise ValueError("this model was built with use_localization=false")
-        frames, _ = self.retrieval.encode_motion(self.normalize(batch["motion"]), batch["motion_mask"])
-        tokens, _ = self.retrieval.encode_text(batch["text_input_ids"], batch["text_attention_mask"])
+        frames, mask, tokens = self._localization_inputs(batch)
         head = self.localization
         was_training = head.training
         head.eval()
         try:
-            out = head(frames, batch["motion_mask"], tokens, batch["text_attention_mask"].bool(), batch["duration_s"])
+            out = head(frames, mask, tokens, batch["text_attention_mask"].bool(), batch["duration_s"])
         finally:
             head.train(was_training)
         return {k: out[k] for k in ("p_start", "p_end", "snippet_mask")}

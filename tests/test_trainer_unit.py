@@ -87,6 +87,56 @@ def test_adamw_groups_skip_norms_biases_and_temperature(tiny_model):
 
 # ---- task mixing and negatives ------------------------------------------------------------------
 
+def test_localization_encodes_snippet_means_not_frames(tiny_model):
+    """MLP Sec. III-A: a motion longer than S frames is averaged into S snippets before the motion
+    encoder; the encoder sees min(F, S) elements and the head gets exactly their encodings."""
+    from modeling.localization import pool_snippets
+
+    model, cfg = tiny_model
+    model.eval()
+    s = cfg.model.localization.num_snippets
+    g = torch.Generator().manual_seed(0)
+    motion = torch.randn(2, 3 * s + 5, cfg.model.retrieval.motion.n_feats, generator=g)
+    mask = torch.arange(motion.shape[1])[None] < torch.tensor([3 * s + 5, s - 2])[:, None]
+    ids = torch.randint(5, 90, (2, 6), generator=g)
+    batch = {"motion": motion, "motion_mask": mask, "text_input_ids": ids,
+             "text_attention_mask": torch.ones_like(ids), "duration_s": torch.tensor([9.0, 2.0])}
+    seen = []
+    hook = model.retrieval.motion_encoder.register_forward_hook(lambda mod, args, out: seen.append(args[1].sum(1)))
+    try:
+        out = model(batch, "localize")
+    finally:
+        hook.remove()
+    assert seen[0].tolist() == [s, s - 2]
+    pooled, pmask = pool_snippets(model.normalize(motion), mask, s)
+    frames, _ = model.retrieval.encode_motion(pooled, pmask)
+    tokens, _ = model.retrieval.encode_text(ids, batch["text_attention_mask"])
+    ref = model.localization(frames, pmask, tokens, batch["text_attention_mask"].bool(), batch["duration_s"])
+    torch.testing.assert_close(out["p_start"], ref["p_start"])
+    torch.testing.assert_close(out["p_end"], ref["p_end"])
+
+
+def test_caption_cache_file_is_shared_exact_and_model_bound(tmp_path):
+    import trainer_fixtures
+    from trainer.data import CaptionEmbedder
+
+    backbone = trainer_fixtures.write_text_backbone(tmp_path / "bb")
+    cache = tmp_path / "captions.safetensors"
+    first = CaptionEmbedder(str(backbone), cache_file=cache)
+    a = first(["a person walks", "a person jumps"])
+    first.save()
+    second = CaptionEmbedder(str(backbone), cache_file=cache)
+    assert set(second.cache) == {"a person walks", "a person jumps"}
+    torch.testing.assert_close(second(["a person jumps", "a person walks"]), a.flip(0), rtol=0, atol=0)
+    second(["a person sits"])
+    second.save()                      # merges with what is on disk
+    assert len(CaptionEmbedder(str(backbone), cache_file=cache).cache) == 3
+    other = trainer_fixtures.write_text_backbone(tmp_path / "other")
+    assert CaptionEmbedder(str(other), cache_file=cache).cache == {}   # another model: not reused
+    cache.write_bytes(b"not a safetensors file")
+    assert CaptionEmbedder(str(backbone), cache_file=cache).cache == {}
+
+
 def test_task_for_step_patterns():
     assert {task_for_step(s, "joint", 0.5, 0) for s in range(10)} == {"joint"}
     alt = [task_for_step(s, "alternate", 0.25, 0) for s in range(8)]

