@@ -112,14 +112,16 @@ def _decode_pyav(data: bytes, num_frames: int, start: float | None, end: float |
             raise ShardError("mp4 has no video stream", "bad_video")
         stream = container.streams.video[0]
         fps = float(stream.average_rate or stream.guessed_rate or 20)
-        # Frame counts in mp4 headers can be missing or wrong on damaged files: decode all, then pick.
-        decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
-    if not decoded:
-        raise ShardError("mp4 has no decodable frames", "bad_video")
-    if len({f.shape for f in decoded}) != 1:
-        raise ShardError("mp4 frames change size mid-stream", "bad_video")
-    first, stop = _frame_range(len(decoded), fps, start, end)
-    return np.stack([decoded[i] for i in uniform_indices(stop - first, num_frames, first)])
+        # Frame counts in mp4 headers can be missing or wrong on damaged files: decode all, then
+        # pick. Only the picked frames are converted to RGB (the conversion costs more than decoding).
+        decoded = list(container.decode(stream))
+        if not decoded:
+            raise ShardError("mp4 has no decodable frames", "bad_video")
+        if len({(f.width, f.height) for f in decoded}) != 1:
+            raise ShardError("mp4 frames change size mid-stream", "bad_video")
+        first, stop = _frame_range(len(decoded), fps, start, end)
+        picked = uniform_indices(stop - first, num_frames, first)
+        return np.stack([decoded[i].to_ndarray(format="rgb24") for i in picked])
 
 
 def _decode_decord(data: bytes, num_frames: int, start: float | None, end: float | None) -> np.ndarray:
