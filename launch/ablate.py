@@ -61,7 +61,7 @@ def run_arm(arm: Arm, seed: int, args: argparse.Namespace, threads: int) -> Path
     if metrics.is_file():
         return metrics
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false")
-    log = (run_dir / "log.txt")
+    log = run_dir / "log.txt"
     run_dir.mkdir(parents=True, exist_ok=True)
     steps = args.retrieval_steps if arm.task == "retrieval" else args.localization_steps
     data = args.data
@@ -170,6 +170,10 @@ def build_table(reports: dict[str, list[dict]], pyramid: dict | None, seeds: lis
         head = ["arm"] + [label for label, _ in cols]
         parts.append(f"\n## {title}\n\n| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n")
         parts += ["| " + " | ".join(row) + " |\n" for row in rows]
+        if kind == "car":
+            parts.append("\nevent->event scores ordered against shuffled event concatenations with these models, "
+                         "which train on the original captions (the CAR paper's event->event setting also trains "
+                         "on the concatenations).\n")
     return "".join(parts), summary
 
 

@@ -1,0 +1,42 @@
+"""The ablation table: mean and sample std over seeds, missing protocols, the pyramid row."""
+import statistics
+
+from launch.ablate import ARMS, COLUMNS, build_table, slug
+
+
+def report(car: float, m2t: float, t2m_r10: float, video: float | None = None, iou07: float = 0.0) -> dict:
+    ret = {"motion_to_text": {"all": {"R@1": m2t}},
+           "text_to_motion": {"all": {"R@1": t2m_r10 / 4, "R@5": t2m_r10 / 2, "R@10": t2m_r10, "MedR": 7.0}}}
+    if video is not None:
+        ret["video_to_motion"] = {"all": {"R@1": video, "R@5": video, "R@10": video}}
+    loc = {"model": {"normal": {"IoU@0.5": 2 * iou07, "IoU@0.7": iou07, "IoU@0.9": iou07 / 2, "mIoU": 30.0}}}
+    return {"retrieval": ret, "localization": loc,
+            "car": {"orig_to_event": car, "event_to_event": 50.0,
+                    "motion_to_text_with_shuffled": {"R@1": m2t - 1, "R@5": m2t, "R@10": m2t + 1}}}
+
+
+def test_table_has_mean_and_sample_std_per_arm_and_na_for_missing_protocols():
+    reports = {"text-motion": [report(90.0, 10.0, 40.0), report(96.0, 12.0, 44.0)],
+               "text-motion, no chronological negatives": [report(60.0, 9.0, 41.0), report(64.0, 9.0, 43.0)],
+               "text-video-motion": [report(92.0, 11.0, 46.0, video=20.0), report(94.0, 11.0, 48.0, video=30.0)],
+               "MLPBase": [report(0, 0, 0, iou07=10.0), report(0, 0, 0, iou07=12.0)],
+               "MLP-S": [report(0, 0, 0, iou07=14.0), report(0, 0, 0, iou07=18.0)]}
+    pyramid = {"localization": {"pyramid": {"normal": {"IoU@0.5": 5.0, "IoU@0.7": 2.0, "IoU@0.9": 1.0,
+                                                       "mIoU": 11.0}}}}
+    text, summary = build_table(reports, pyramid, [0, 1], "info")
+    car = summary["car"]["text-motion"]["CAR orig->event"]
+    assert car["mean"] == 93.0 and car["std"] == statistics.stdev([90.0, 96.0]) and car["values"] == [90.0, 96.0]
+    assert "| text-motion | 93.00 ± 4.24 |" in text
+    assert summary["modalities"]["text-motion"]["v2m R@1"] is None           # no video encoder: n/a
+    assert summary["modalities"]["text-video-motion"]["v2m R@1"]["mean"] == 25.0
+    assert summary["localization"]["MLP-S"]["IoU@0.7"]["mean"] == 16.0
+    assert summary["localization"]["MLP"]["IoU@0.7"] is None                 # arm not run
+    assert summary["localization"]["pyramid"]["mIoU"] == 11.0
+    assert "| temporal pyramid (t-m embeddings) | 5.00 | 2.00 | 1.00 | 11.00 |" in text
+    assert text.count("\n## ") == 3 and all(label in text for label, _ in COLUMNS["modalities"])
+
+
+def test_single_seed_shows_no_spread_and_run_folders_are_distinct():
+    text, _ = build_table({"text-motion": [report(90.0, 10.0, 40.0)]}, None, [0], "info")
+    assert "| text-motion | 90.00 | 50.00 |" in text
+    assert len({slug(a.name) for a in ARMS}) == len(ARMS)
