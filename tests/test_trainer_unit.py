@@ -22,7 +22,6 @@ from trainer.data import shuffled_negatives, task_for_step  # noqa: E402
 from trainer.experiment import load_experiment  # noqa: E402
 from trainer.optim import build_optimizer, no_decay_names  # noqa: E402
 from trainer.schedule import lr_multiplier  # noqa: E402
-from trainer.validate import recall_at_k, span_iou  # noqa: E402
 
 
 # ---- schedules ------------------------------------------------------------------------------
@@ -197,19 +196,6 @@ def test_checkpoints_are_atomic_pruned_and_resolvable(tmp_path):
     assert resolve_checkpoint(tmp_path, "best").name == checkpoint_name(2)
     with pytest.raises(CheckpointError, match="not a complete"):
         resolve_checkpoint(tmp_path, str(tmp_path / "checkpoints"))
-
-
-# ---- validation metrics ----------------------------------------------------------------------------
-
-def test_recall_and_iou_against_brute_force():
-    gen = torch.Generator().manual_seed(0)
-    sim = torch.randn(30, 30, generator=gen)
-    for k in (1, 5):
-        brute = np.mean([i in torch.topk(sim[i], k).indices.tolist() for i in range(30)])
-        assert recall_at_k(sim, k) == pytest.approx(brute)
-    iou = span_iou(torch.tensor([0.0, 1.0, 5.0]), torch.tensor([2.0, 3.0, 6.0]),
-                   torch.tensor([1.0, 1.0, 0.0]), torch.tensor([3.0, 3.0, 1.0]))
-    assert iou.tolist() == pytest.approx([1 / 3, 1.0, 0.0])
 
 
 # ---- configs -------------------------------------------------------------------------------------------

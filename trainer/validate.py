@@ -5,6 +5,7 @@ Computed on every rank's share of the validation shards, then gathered:
   similarity of the pooled embeddings, the caption's own motion is the single positive), and the
   CAR accuracy (the motion is closer to its caption than to the event-shuffled caption);
 - localization: mean IoU of the Eq. 13 top-1 span against the moment, and R@1 at IoU >= 0.5.
+The metric functions are trainer.metrics' (tie-averaged ranks, percentages), as in the evaluation.
 `val/score` (the default model-selection metric) is the mean of the retrieval R@1s and the
 localization mean IoU that exist. The paper protocols (TMR subsets, Normal/Assigned IoU, corpus
 retrieval) belong to launch/evaluate.py.
@@ -17,19 +18,8 @@ from types import SimpleNamespace
 import torch
 
 from modeling.localization import decode_moments
+from trainer import metrics as M
 from trainer.data import localization_batch, retrieval_batch, shuffled_negatives, _tokenize
-
-
-def recall_at_k(sim: torch.Tensor, k: int) -> float:
-    """Rows are queries; the positive of row i is column i."""
-    rank = (sim > sim.diagonal()[:, None]).sum(1)
-    return float((rank < k).float().mean())
-
-
-def span_iou(s1: torch.Tensor, e1: torch.Tensor, s2: torch.Tensor, e2: torch.Tensor) -> torch.Tensor:
-    inter = (torch.minimum(e1, e2) - torch.maximum(s1, s2)).clamp(min=0)
-    union = torch.maximum(e1, e2) - torch.minimum(s1, s2)
-    return inter / union.clamp(min=1e-9)
 
 
 def _loader(trainer, task: str, index: str):
@@ -85,12 +75,13 @@ def validate(trainer, step: int) -> dict[str, float]:
             k = k.bool()
             m, t, n, has_neg = m[k[:, 0]], t[k[:, 0]], n[k[:, 0]], k[k[:, 0], 1]
             m, t, n = (torch.nn.functional.normalize(x, dim=-1) for x in (m, t, n))
-            sim = t @ m.T
-            scores.update({"val/t2m_R@1": recall_at_k(sim, 1), "val/t2m_R@5": recall_at_k(sim, 5),
-                           "val/m2t_R@1": recall_at_k(sim.T, 1), "val/m2t_R@5": recall_at_k(sim.T, 5)})
+            sim = (t @ m.T).double().numpy()
+            t2m, m2t = M.retrieval_ranks(sim), M.retrieval_ranks(sim.T)
+            scores.update({"val/t2m_R@1": M.recall_at_k(t2m, 1), "val/t2m_R@5": M.recall_at_k(t2m, 5),
+                           "val/m2t_R@1": M.recall_at_k(m2t, 1), "val/m2t_R@5": M.recall_at_k(m2t, 5)})
             if has_neg.any():
-                pos, wrong = (m * t).sum(-1), (m * n).sum(-1)
-                scores["val/car_accuracy"] = float((pos > wrong)[has_neg].float().mean())
+                pos, wrong = (m * t).sum(-1)[has_neg], (m * n).sum(-1)[has_neg]
+                scores["val/car_accuracy"] = M.car_accuracy(pos.double().numpy(), wrong.double().numpy())
         if "localization" in trainer.tasks and cfg.validation.localization_index:
             ious = []
             for i, raw in enumerate(_loader(trainer, "localization", cfg.validation.localization_index)):
@@ -102,11 +93,12 @@ def validate(trainer, step: int) -> dict[str, float]:
                 out = model(b, "localize")
                 pred = decode_moments(out["p_start"], out["p_end"], out["snippet_mask"], b["duration_s"], 1,
                                       cfg.model.localization.max_span_snippets)
-                iou = span_iou(pred["start_s"], pred["end_s"], b["gt_start_s"], b["gt_end_s"])
-                ious.append(torch.stack([iou, (~raw["repeat"]).to(iou)], 1))
-            both = acc.gather(torch.cat(ious)).cpu()
-            iou = both[both[:, 1] > 0, 0]
-            scores.update({"val/loc_mIoU": float(iou.mean()), "val/loc_R1@0.5": float((iou >= 0.5).float().mean())})
+                spans = torch.stack([pred["start_s"], pred["end_s"], b["gt_start_s"], b["gt_end_s"]], 1).double()
+                ious.append(torch.cat([spans, (~raw["repeat"]).to(spans)[:, None]], 1))
+            both = acc.gather(torch.cat(ious)).cpu().numpy()
+            both = both[both[:, 4] > 0]
+            iou = M.iou_metrics(M.temporal_iou(both[:, :2], both[:, 2:4]), (0.5,))
+            scores.update({"val/loc_mIoU": iou["mIoU"], "val/loc_R1@0.5": iou["IoU@0.5"]})
     finally:
         model.train()
     parts = [scores[k] for k in ("val/t2m_R@1", "val/m2t_R@1", "val/loc_mIoU") if k in scores]
