@@ -146,9 +146,9 @@ def _cell(s: dict | None) -> str:
     return f"{s['mean']:.2f}" if len(s["values"]) == 1 else f"{s['mean']:.2f} ± {s['std']:.2f}"
 
 
-def build_table(reports: dict[str, list[dict]], pyramid: dict | None, seeds: list[int], info: str) -> tuple[str, dict]:
-    parts = [f"# trimo ablations on the demo corpus\n\n{info}  \nMean ± sample std over seeds {seeds}; "
-             "every number is a percentage except MedR.\n"]
+def build_table(reports: dict[str, list[dict]], pyramid: dict | None, info: str) -> tuple[str, dict]:
+    parts = [f"# trimo ablations on the demo corpus\n\n{info}  \nMean ± sample std over the seeds (their number "
+             "in the last column); every number is a percentage except MedR.\n"]
     summary: dict = {}
     for title, kind, arms in STUDIES:
         cols = COLUMNS[kind]
@@ -162,12 +162,12 @@ def build_table(reports: dict[str, list[dict]], pyramid: dict | None, seeds: lis
                 except KeyError:          # e.g. v2m for a model without a video encoder
                     cells[label] = None
             summary[kind][arm] = cells
-            rows.append([arm] + [_cell(cells[label]) for label, _ in cols])
+            rows.append([arm] + [_cell(cells[label]) for label, _ in cols] + [str(len(runs))])
         if kind == "localization" and pyramid is not None:
             rows.append(["temporal pyramid (t-m embeddings)"]
-                        + [f"{_get(pyramid, f'localization/pyramid/normal/{k}'):.2f}" for k, _ in cols])
+                        + [f"{_get(pyramid, f'localization/pyramid/normal/{k}'):.2f}" for k, _ in cols] + ["1"])
             summary[kind]["pyramid"] = {label: _get(pyramid, f"localization/pyramid/normal/{label}") for label, _ in cols}
-        head = ["arm"] + [label for label, _ in cols]
+        head = ["arm"] + [label for label, _ in cols] + ["seeds"]
         parts.append(f"\n## {title}\n\n| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n")
         parts += ["| " + " | ".join(row) + " |\n" for row in rows]
         if kind == "car":
@@ -183,6 +183,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("runs/ablate"))
     p.add_argument("--config", type=Path, default=Path("configs/ablation.yaml"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--localization-seeds", type=int, nargs="+", default=None,
+                   help="seeds of the localization arms (default: --seeds); their spread is the widest")
     p.add_argument("--retrieval-steps", type=int, default=300)
     p.add_argument("--localization-steps", type=int, default=1000)
     p.add_argument("--jobs", type=int, default=2, help="runs trained at once (each gets cores / jobs threads)")
@@ -202,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"ablate: --only names must be among {[a.name for a in ARMS]}")
     threads = max(1, (os.cpu_count() or 2) // args.jobs)
     # longest first, so the last job to start is a short one
-    order = sorted(((a, s) for s in args.seeds for a in arms),
+    loc_seeds = args.localization_seeds or args.seeds
+    order = sorted(((a, s) for a in arms for s in (loc_seeds if a.task == "localization" else args.seeds)),
                    key=lambda x: (x[0].task != "retrieval", "video" not in x[0].name))
     start = time.time()
     with ThreadPoolExecutor(args.jobs) as pool:
@@ -220,10 +223,11 @@ def main(argv: list[str] | None = None) -> int:
             + (f" ({test_items} retrieval items)" if test_items else "")
             + f"; {args.retrieval_steps} retrieval / {args.localization_steps} localization steps per run, "
               f"config `{args.config}`.")
-    table, summary = build_table(reports, pyramid, args.seeds, info)
+    table, summary = build_table(reports, pyramid, info)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ablation.md").write_text(table)
-    (args.out / "ablation.json").write_text(json.dumps({"seeds": args.seeds, "summary": summary}, indent=1))
+    (args.out / "ablation.json").write_text(json.dumps({"seeds": args.seeds, "localization_seeds": loc_seeds,
+                                                        "summary": summary}, indent=1))
     print(table)
     print(f"[ablate] wrote {args.out / 'ablation.md'} and ablation.json; {len(results)} runs, "
           f"{time.time() - start:.0f} s")

@@ -23,6 +23,7 @@ accelerate launch --config_file configs/accelerate/cpu_zero2.yaml launch/train.p
     run.output_dir="$run" \
     data.retrieval.index="$data/retrieval/shards.json" \
     data.localization.index="$data/localization/shards.json" \
+    data.caption_cache="$data/caption_embeddings.safetensors" \
     validation.retrieval_index="$data/retrieval/shards.json" \
     validation.localization_index="$data/localization/shards.json" \
     ${TRIMO_QUICKSTART_STEPS:+run.max_steps=$TRIMO_QUICKSTART_STEPS}

@@ -23,7 +23,7 @@ def test_table_has_mean_and_sample_std_per_arm_and_na_for_missing_protocols():
                "MLP-S": [report(0, 0, 0, iou07=14.0), report(0, 0, 0, iou07=18.0)]}
     pyramid = {"localization": {"pyramid": {"normal": {"IoU@0.5": 5.0, "IoU@0.7": 2.0, "IoU@0.9": 1.0,
                                                        "mIoU": 11.0}}}}
-    text, summary = build_table(reports, pyramid, [0, 1], "info")
+    text, summary = build_table(reports, pyramid, "info")
     car = summary["car"]["text-motion"]["CAR orig->event"]
     assert car["mean"] == 93.0 and car["std"] == statistics.stdev([90.0, 96.0]) and car["values"] == [90.0, 96.0]
     assert "| text-motion | 93.00 ± 4.24 |" in text
@@ -31,12 +31,13 @@ def test_table_has_mean_and_sample_std_per_arm_and_na_for_missing_protocols():
     assert summary["modalities"]["text-video-motion"]["v2m R@1"]["mean"] == 25.0
     assert summary["localization"]["MLP-S"]["IoU@0.7"]["mean"] == 16.0
     assert summary["localization"]["MLP"]["IoU@0.7"] is None                 # arm not run
+    assert "| MLP | n/a | n/a | n/a | n/a | 0 |" in text and "| MLP-S | 32.00 ± 5.66 | 16.00 ± 2.83 | 8.00 ± 1.41 | 30.00 ± 0.00 | 2 |" in text
     assert summary["localization"]["pyramid"]["mIoU"] == 11.0
-    assert "| temporal pyramid (t-m embeddings) | 5.00 | 2.00 | 1.00 | 11.00 |" in text
+    assert "| temporal pyramid (t-m embeddings) | 5.00 | 2.00 | 1.00 | 11.00 | 1 |" in text
     assert text.count("\n## ") == 3 and all(label in text for label, _ in COLUMNS["modalities"])
 
 
 def test_single_seed_shows_no_spread_and_run_folders_are_distinct():
-    text, _ = build_table({"text-motion": [report(90.0, 10.0, 40.0)]}, None, [0], "info")
+    text, _ = build_table({"text-motion": [report(90.0, 10.0, 40.0)]}, None, "info")
     assert "| text-motion | 90.00 | 50.00 |" in text
     assert len({slug(a.name) for a in ARMS}) == len(ARMS)
