@@ -60,7 +60,7 @@ def run_arm(arm: Arm, seed: int, args: argparse.Namespace, threads: int) -> Path
     metrics = run_dir / "eval" / "metrics.json"
     if metrics.is_file():
         return metrics
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false")
+    env = _env(threads)
     log = run_dir / "log.txt"
     run_dir.mkdir(parents=True, exist_ok=True)
     steps = args.retrieval_steps if arm.task == "retrieval" else args.localization_steps
@@ -87,7 +87,7 @@ def run_pyramid(args: argparse.Namespace, seed: int, threads: int) -> Path:
     metrics = out_dir / "metrics.json"
     if not metrics.is_file():
         model = args.out / f"{slug(PYRAMID_FROM)}-seed{seed}" / "export"
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        env = _env(threads)
         out_dir.mkdir(parents=True, exist_ok=True)
         log = out_dir / "log.txt"
         with log.open("a") as out:
@@ -95,6 +95,10 @@ def run_pyramid(args: argparse.Namespace, seed: int, threads: int) -> Path:
                    "--num-plots", "0", "--localization-shards", str(args.data / "localization")],
                   out, env, "temporal-pyramid baseline", log)
     return metrics
+
+
+def _env(threads: int) -> dict:
+    return dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false")
 
 
 def _call(cmd: list[str], out, env: dict, what: str, log: Path) -> None:
