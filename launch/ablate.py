@@ -186,11 +186,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", type=Path, default=Path("data/demo-default"), help="demo corpus (tools.build_demo --out)")
     p.add_argument("--out", type=Path, default=Path("runs/ablate"))
     p.add_argument("--config", type=Path, default=Path("configs/ablation.yaml"))
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--localization-seeds", type=int, nargs="+", default=None,
-                   help="seeds of the localization arms (default: --seeds); their spread is the widest")
-    p.add_argument("--retrieval-steps", type=int, default=300)
-    p.add_argument("--localization-steps", type=int, default=1000)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the retrieval arms")
+    p.add_argument("--localization-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
+                   help="seeds of the localization arms (more: their seed-to-seed spread is the widest)")
+    p.add_argument("--retrieval-steps", type=int, default=250)
+    p.add_argument("--localization-steps", type=int, default=800)
     p.add_argument("--jobs", type=int, default=2, help="runs trained at once (each gets cores / jobs threads)")
     p.add_argument("--only", nargs="+", default=None, help="arms to run (names as in the table)")
     return p.parse_args(argv)
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"ablate: --only names must be among {[a.name for a in ARMS]}")
     threads = max(1, (os.cpu_count() or 2) // args.jobs)
     # longest first, so the last job to start is a short one
-    loc_seeds = args.localization_seeds or args.seeds
+    loc_seeds = args.localization_seeds
     order = sorted(((a, s) for a in arms for s in (loc_seeds if a.task == "localization" else args.seeds)),
                    key=lambda x: (x[0].task != "retrieval", "video" not in x[0].name))
     start = time.time()
