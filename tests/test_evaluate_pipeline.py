@@ -259,3 +259,19 @@ def test_cli_errors_name_the_missing_path(shard_sets, tmp_path):
     from trainer.evaluation import load_model
     with pytest.raises(FileNotFoundError, match="neither a trimo export"):
         load_model(tmp_path / "empty")
+
+
+def test_pyramid_baseline_needs_no_localization_head(model, tokenizer, shard_sets, monkeypatch):
+    """A retrieval-only model still gets the temporal-pyramid baseline (its own embeddings), the
+    same numbers as with a head; localization by the head and corpus retrieval are left out."""
+    localization = read_localization_set(shard_sets[1])
+    opts = EvalOptions(corpus_k=2, batch_size=3, num_plots=0)
+    kwargs = dict(localization=localization, opts=opts, progress=False)
+    with_head = evaluate(model, tokenizer, HashEmbedder(), **kwargs)
+    monkeypatch.setattr(model, "localization", None)
+    without = evaluate(model, tokenizer, HashEmbedder(), **kwargs)
+    assert "model" not in without["localization"] and "corpus" not in without
+    pyramid, reference = without["localization"]["pyramid"], with_head["localization"]["pyramid"]
+    for protocol in ("normal", "assigned"):
+        assert pyramid[protocol] == pytest.approx(reference[protocol])
+    assert without["localization"]["n_queries"] == len(localization.texts)
