@@ -47,6 +47,8 @@ import io
 import json
 import logging
 import math
+import mmap
+import os
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -62,7 +64,7 @@ from webdataset.gopen import gopen
 from webdataset import shardlists, tariterators
 
 from shards.schema import INDEX_NAME, ShardEntry, ShardError, ShardIndex, decode_sample, validate_sample
-from shards.tar_members import BLOCK, is_compressed, iter_tar_members
+from shards.tar_members import BLOCK, COMPRESSED_MAGIC, is_compressed, iter_tar_buffer, iter_tar_members
 from shards.video_io import decode_mp4
 
 log = logging.getLogger("trimo.shards")
@@ -143,7 +145,7 @@ def _open_http(url: str, timeout: float = 60.0):
 
 
 def iter_raw_shard(url: str, errors: list[str] | None = None, members: Sequence[str] | None = None) -> Iterator[dict]:
-    """Raw samples ({__key__, __url__, member: bytes or bytearray}) of one shard, in stored order.
+    """Raw samples ({__key__, __url__, member: bytes, bytearray or memoryview}) of one shard, in stored order.
 
     Read errors (unreadable URL, truncated or corrupt tar) end the shard; their messages are
     appended to `errors` instead of being raised. `members` limits which members are read into memory.
@@ -153,17 +155,13 @@ def iter_raw_shard(url: str, errors: list[str] | None = None, members: Sequence[
     errors = errors if errors is not None else []
 
     def note(exn: Exception) -> None:
-        errors.append(f"{url}: {type(exn).__name__}: {exn.args[0] if exn.args else exn}")
+        detail = exn.strerror if isinstance(exn, OSError) and exn.strerror else exn.args[0] if exn.args else exn
+        errors.append(f"{url}: {type(exn).__name__}: {detail}")
 
-    try:
-        stream = open_url(url)
-    except Exception as exn:  # missing file, failed command, network: the shard yields nothing
-        note(exn)
-        return
     select = None if members is None else (lambda name: name.split(".", 1)[-1] in members)
     sample: dict | None = None
-    try:
-        for name, data in _tar_pairs(url, stream, select, note):
+    with closing(_tar_pairs(url, select, note)) as pairs:
+        for name, data in pairs:
             match = _BASE_PLUS_EXT.match(name)
             if not match:
                 continue
@@ -176,18 +174,20 @@ def iter_raw_shard(url: str, errors: list[str] | None = None, members: Sequence[
                 note(ValueError(f"{name}: duplicate file name in tar file"))
                 continue
             sample[ext] = data
-        if sample is not None:  # after a read error too, like webdataset: the decoder judges what is there
-            yield sample
-    finally:
-        try:
-            stream.close()
-        except Exception:  # a pipe closed early exits with SIGPIPE; nothing left to report
-            pass
+    if sample is not None:  # after a read error too, like webdataset: the decoder judges what is there
+        yield sample
 
 
-def _tar_pairs(url: str, stream, select, note) -> Iterator[tuple[str, bytes]]:
-    """(member name, bytes) until the end or the first read error (reported through `note`)."""
+def _tar_pairs(url: str, select, note) -> Iterator[tuple[str, bytes | bytearray | memoryview]]:
+    """(member name, data) until the end or the first error (reported through `note`): from
+    the mapped file for a local plain tar, else streamed."""
+    stream = None
     try:
+        mapped = _map_local(url)
+        if mapped is not None:
+            yield from iter_tar_buffer(mapped, select)
+            return
+        stream = open_url(url)
         first = stream.read(BLOCK)
         if is_compressed(first):  # not trimo's format, but tarfile (webdataset's path) reads it
             files = tariterators.tar_file_expander([{"url": url, "stream": _Prepended(first, stream)}],
@@ -195,8 +195,32 @@ def _tar_pairs(url: str, stream, select, note) -> Iterator[tuple[str, bytes]]:
             yield from ((f["fname"], f["data"]) for f in files if f)
         else:
             yield from iter_tar_members(stream, select, first)
-    except Exception as exn:  # truncated or corrupt tar: the members so far were delivered
+    except Exception as exn:  # unreadable URL, truncated or corrupt tar: the members so far were delivered
         note(exn)
+    finally:
+        try:
+            if stream is not None:
+                stream.close()
+        except Exception:  # a pipe closed early exits with SIGPIPE; nothing left to report
+            pass
+
+
+def _map_local(url: str) -> mmap.mmap | None:
+    """A local plain tar shard mapped copy-on-write; None for anything else (streamed instead).
+
+    Mapped members need no read, allocation or copy: the arrays decoded from them view the page
+    cache, and writing to one copies only that page (never the file). The mapping lives as long
+    as any view of it. Don't rewrite shards in place under a running reader: a mapped file that
+    shrinks makes its readers fail with SIGBUS instead of a read error.
+    """
+    scheme = urlparse(url).scheme
+    if url.startswith("pipe:") or scheme not in ("", "file"):
+        return None
+    with open(url.removeprefix("file://"), "rb") as f:
+        if is_compressed(f.read(max(map(len, COMPRESSED_MAGIC)))):
+            return None
+        size = os.fstat(f.fileno()).st_size
+        return mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY) if size else None
 
 
 class _Prepended:

@@ -178,7 +178,7 @@ _NPY_HEADER = re.compile(
 _NPY_LEN = {1: ("<H", 2), 2: ("<I", 4), 3: ("<I", 4)}
 
 
-def load_npy_bytes(data: bytes | bytearray, where: str) -> np.ndarray:
+def load_npy_bytes(data: bytes | bytearray | memoryview, where: str) -> np.ndarray:
     """np.load without pickle. Arrays with exactly the header np.save writes for numeric data are
     read with np.frombuffer: numpy's own header parser (ast.literal_eval) cost more than the rest
     of decoding a sample. Anything else, or any size mismatch, goes through np.load."""
@@ -191,7 +191,7 @@ def load_npy_bytes(data: bytes | bytearray, where: str) -> np.ndarray:
         raise ShardError(f"{where} is not a pickle-free .npy array ({type(err).__name__}: {err})", "bad_npy") from None
 
 
-def _npy_view(data: bytes | bytearray) -> np.ndarray | None:
+def _npy_view(data: bytes | bytearray | memoryview) -> np.ndarray | None:
     if len(data) < 10 or data[:6] != b"\x93NUMPY" or data[6] not in _NPY_LEN:
         return None
     fmt, width = _NPY_LEN[data[6]]
@@ -206,9 +206,9 @@ def _npy_view(data: bytes | bytearray) -> np.ndarray | None:
     if len(data) - start - header_len != count * dtype.itemsize:
         return None  # truncated or padded: let np.load judge it
     array = np.frombuffer(data, dtype=dtype, count=count, offset=start + header_len).reshape(shape)
-    # callers get a writable array as from np.load: a view of a bytearray (the shard reader reads
-    # members into fresh ones, nothing else holds them), else a copy of the read-only bytes
-    return array if isinstance(data, bytearray) else array.copy()
+    # callers get a writable array as from np.load: a view of writable memory that nothing else
+    # uses (the shard reader's fresh bytearrays, its copy-on-write mapped shards), else a copy
+    return array if isinstance(data, (bytearray, memoryview)) and not memoryview(data).readonly else array.copy()
 
 
 # ----------------------------------------------------------------------------- the index

@@ -1,10 +1,11 @@
-"""Sequential reading of plain (uncompressed) tar shards: (name, bytes) of each regular member.
+"""Sequential reading of plain (uncompressed) tar shards: (name, bytes) of each regular member,
+from a stream (`iter_tar_members`) or from memory such as a mapped file (`iter_tar_buffer`).
 
 Why not `tarfile` (webdataset's path): in stream mode it reads through 512-byte steps and parses
 every header field in Python; with the pax header that webdataset's writer puts before each
 member (a float mtime), that was ~60% of the shard reader's time per sample. Here a header is
-checked with one `sum` and a few slices, and a member is one read. Compressed shards are not
-handled here (the reader hands them to tarfile; see `is_compressed`).
+checked with one `sum` and a few slices, a streamed member is one read and a buffered one a
+slice. Compressed shards are not handled here (the reader hands them to tarfile; see `is_compressed`).
 
 Supported, as POSIX/GNU tar define them: ustar `prefix`, pax extended headers (`x`: `path` and
 `size` override the next member; `g` is ignored), GNU long names (`L`), base-256 sizes,
@@ -117,6 +118,42 @@ def _read_upto(stream, n: int) -> bytes:
     return b"".join(parts)
 
 
+def _check_header(header: bytes, offset: int, pending: dict[str, str]) -> tuple[bytes, int, bool]:
+    """(kind, size, extended?) of a member header, checked; pax `size` overrides the stored one."""
+    if not _checksum_ok(header):
+        raise TarReadError(f"bad tar header checksum at byte {offset}")
+    kind = header[156:157]
+    extended = kind in (b"x", b"L", b"g")
+    size = int(pending["size"]) if "size" in pending and not extended else _number(header[124:136], "size")
+    if size < 0:
+        raise TarReadError(f"negative member size at byte {offset}")
+    return kind, size, extended
+
+
+def _extend(kind: bytes, data, pending: dict[str, str], long_name: str | None) -> tuple[dict[str, str], str | None]:
+    """The (pax records, GNU long name) an extended header's data sets for the next member."""
+    if kind == b"x":
+        return _pax_records(bytes(data)), long_name
+    if kind == b"L":
+        return pending, bytes(data).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+    return pending, long_name  # `g`: global pax headers are ignored
+
+
+def _member_name(header: bytes, pending: dict[str, str], long_name: str | None) -> str:
+    name = _text(header[:100])
+    if header[257:263] == b"ustar\0" and header[345:346] != b"\0":
+        name = _text(header[345:500]) + "/" + name
+    return pending.get("path", long_name or name)
+
+
+def _wanted(kind: bytes, name: str, select) -> bool:
+    return kind in REGULAR and not _SKIP_META.match(name) and (select is None or select(name))
+
+
+def _is_end(header: bytes) -> bool:
+    return not header[0] and header.count(0) == BLOCK
+
+
 def iter_tar_members(stream, select=None, first: bytes = b"") -> Iterator[tuple[str, bytes | bytearray]]:
     """(name, data) of each regular member in order; `select(name)` False skips a member's data.
 
@@ -137,33 +174,21 @@ def iter_tar_members(stream, select=None, first: bytes = b"") -> Iterator[tuple[
                 return  # the stream ended without the end-of-archive blocks
             raise TarReadError(f"unexpected end of data in a tar header at byte {offset} "
                                f"({len(header)} of {BLOCK} bytes)")
-        if not header[0] and header.count(0) == BLOCK:  # end of archive
+        if _is_end(header):
             return
-        if not _checksum_ok(header):
-            raise TarReadError(f"bad tar header checksum at byte {offset}")
-        kind = header[156:157]
-        extended = kind in (b"x", b"L", b"g")
-        size = int(pending["size"]) if "size" in pending and not extended else _number(header[124:136], "size")
-        if size < 0:
-            raise TarReadError(f"negative member size at byte {offset}")
+        kind, size, extended = _check_header(header, offset, pending)
         padded = -(-size // BLOCK) * BLOCK
         offset += BLOCK + padded
         if extended:
             blob = _read_upto(stream, padded + BLOCK)
             if len(blob) < padded:
                 raise TarReadError(f"unexpected end of data in an extended header at byte {offset}")
-            data, header = blob[:size], blob[padded:]
-            if kind == b"x":
-                pending = _pax_records(data)
-            elif kind == b"L":
-                long_name = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            pending, long_name = _extend(kind, blob[:size], pending, long_name)
+            header = blob[padded:]
             continue
-        name = _text(header[:100])
-        if header[257:263] == b"ustar\0" and header[345:346] != b"\0":
-            name = _text(header[345:500]) + "/" + name
-        name = pending.get("path", long_name or name)
+        name = _member_name(header, pending, long_name)
         pending, long_name = {}, None
-        if kind not in REGULAR or _SKIP_META.match(name) or (select is not None and not select(name)):
+        if not _wanted(kind, name, select):
             blob = _read_upto(stream, padded + BLOCK)
             if len(blob) < padded:
                 raise TarReadError(f"unexpected end of data in tar member {name}")
@@ -175,3 +200,36 @@ def iter_tar_members(stream, select=None, first: bytes = b"") -> Iterator[tuple[
             raise TarReadError(f"unexpected end of data after tar member {name}")
         header = trailer[padded - size:]
         yield name, data
+
+
+def iter_tar_buffer(buffer, select=None) -> Iterator[tuple[str, memoryview]]:
+    """iter_tar_members over a tar held in memory or mapped (an mmap): member data are
+    memoryview slices of `buffer`, not copies (a view keeps the buffer alive)."""
+    view = memoryview(buffer)
+    total = len(view)
+    if total == 0:
+        raise TarReadError("empty file")
+    pending: dict[str, str] = {}
+    long_name: str | None = None
+    offset = 0
+    while offset < total:  # a buffer ending without the end-of-archive blocks ends here
+        header = bytes(view[offset:offset + BLOCK])
+        if len(header) < BLOCK:
+            raise TarReadError(f"unexpected end of data in a tar header at byte {offset} "
+                               f"({len(header)} of {BLOCK} bytes)")
+        if _is_end(header):
+            return
+        kind, size, extended = _check_header(header, offset, pending)
+        start = offset + BLOCK
+        offset = start + -(-size // BLOCK) * BLOCK
+        if extended:
+            if offset > total:
+                raise TarReadError(f"unexpected end of data in an extended header at byte {start}")
+            pending, long_name = _extend(kind, view[start:start + size], pending, long_name)
+            continue
+        name = _member_name(header, pending, long_name)
+        pending, long_name = {}, None
+        if offset > total:  # the member or its padding is cut off
+            raise TarReadError(f"unexpected end of data in tar member {name}")
+        if _wanted(kind, name, select):
+            yield name, view[start:start + size]

@@ -3,6 +3,8 @@
 - Order: samples are written in the order the input iterable gives them; conversion may run in
   `num_workers` processes (an ordered `Pool.imap`), so the shards are the same for any worker
   count. Member mtimes, owner and mode are fixed, so the same input gives byte-identical shards.
+  The mtime is the integer 0: for a float tarfile writes a pax header before every member,
+  which doubles the headers the reader parses.
 - A shard is closed when it reaches `maxcount` samples or `maxsize` bytes (webdataset's rule:
   checked before each write).
 - Every sample is checked with shards.schema.validate_sample before it is written; duplicate
@@ -59,7 +61,7 @@ def write_shards(items: Iterable[Any], out_dir: str, *, convert: Callable[[Any],
             seen.add(sample["key"])
             if writer is None:  # ShardWriter opens its first file at once; wait for a sample
                 writer = wds.ShardWriter(os.path.join(out_dir, pattern), maxcount=maxcount, maxsize=maxsize,
-                                         post=close_shard, verbose=0, mtime=0.0, user="trimo", group="trimo")
+                                         post=close_shard, verbose=0, mtime=0, user="trimo", group="trimo")
             if writer.count >= maxcount or writer.size >= maxsize:
                 writer.next_stream()  # close now so this shard's frame total stays separate
             writer.write(encoded)

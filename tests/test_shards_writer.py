@@ -33,7 +33,11 @@ def test_counts_order_and_stats(tmp_path):
     assert [e["bytes"] for e in on_disk["shards"]] == [os.path.getsize(tmp_path / e["name"]) for e in on_disk["shards"]]
     # order inside the shards is the input order, members are exactly the schema's
     with tarfile.open(tmp_path / "shard-000001.tar") as tar:
-        names = tar.getnames()
+        members = tar.getmembers()
+    names = [m.name for m in members]
+    # one 512-byte header per member: no pax extension header (it costs the reader a header and a
+    # read per member), which tarfile would write for a float mtime
+    assert all(m.pax_headers == {} and m.mtime == 0 and m.offset_data - m.offset == 512 for m in members)
     assert names[:4] == ["toy/00005.joints.npy", "toy/00005.meta.json", "toy/00005.motion.npy", "toy/00006.joints.npy"]
     back = list(iter_decoded([str(tmp_path / e.name) for e in index.shards]))
     assert [s["key"] for s in back] == [s["key"] for s in samples]
