@@ -2,7 +2,8 @@
 
 How an epoch is split (all ranks compute the same plan from the index counts, no communication):
 1. The shard order of epoch e is a permutation seeded from (seed, e) in training, the index
-   order in evaluation. Concatenated, the shards give N global positions.
+   order in evaluation. Concatenated, the shards give N global positions (with `split`, only
+   the samples whose meta.split is that split have positions, counted by the index per shard).
 2. There are S = world_size x num_workers slots (one per DataLoader worker of each rank). Slot
    s = rank * num_workers + worker reads positions [s*q, (s+1)*q), q = ceil(N / S) with
    `uneven="pad"` (positions >= N wrap to the start: a few samples repeat, marked `repeat=True`)
@@ -295,14 +296,20 @@ class ShardDataset(IterableDataset):
                  shuffle_buffer: int = 1000, uneven: str = "pad", fill_skipped: bool = True,
                  min_frames: int | None = 40, max_frames: int | None = 200, load_video: bool = True,
                  num_video_frames: int = 8, video_size: int | tuple[int, int] | None = 224,
-                 video_backend: str = "pyav", load_joints: bool = True, crop_to_caption: bool = True):
+                 video_backend: str = "pyav", load_joints: bool = True, crop_to_caption: bool = True,
+                 split: str | None = None):
         if uneven not in ("pad", "drop"):
             raise ValueError(f"uneven={uneven!r}: use 'pad' (repeat a few samples) or 'drop'")
         self.index = load_index(index)
         self.shards = resolve_urls(self.index, urls)
-        self.total = sum(entry.count for entry, _ in self.shards)
+        # With a split, the plan runs over that split's samples only (the index's per-split counts),
+        # so a set that mixes splits in its shards still gives every sample of the split once.
+        self.split = split or None
+        self.counts = [self._count(entry, url) for entry, url in self.shards]
+        self.total = sum(self.counts)
         if self.total == 0:
-            raise ShardError(f"{self.index.location or 'shard set'}: the shards hold no samples", "bad_index")
+            what = f"no samples of split {self.split!r}" if self.split else "no samples"
+            raise ShardError(f"{self.index.location or 'shard set'}: the shards hold {what}", "bad_index")
         self.training, self.seed, self.uneven, self.fill_skipped = training, seed, uneven, fill_skipped
         self.shuffle_buffer = shuffle_buffer if training else 0
         self.min_frames, self.max_frames = min_frames, max_frames
@@ -318,6 +325,15 @@ class ShardDataset(IterableDataset):
         self.resume: tuple[int, list[int]] | None = None  # (epoch, consumed per worker)
         self.end_marker = False  # set by ShardLoader: end each worker's stream with a marker item
         self.worker_offset = 0  # set by ShardLoader on resume: DataLoader worker i plays worker i + offset
+
+    def _count(self, entry: ShardEntry, url: str) -> int:
+        if self.split is None:
+            return entry.count
+        if entry.splits or entry.count == 0:
+            return entry.splits.get(self.split, 0)
+        log.warning("%s: the index has no per-split counts, so %s is read once to count split %r; "
+                    "`python -m tools.validate_shards DIR --write-index` adds them", self.index.location, url, self.split)
+        return sum(_in_split(raw, self.split) for raw in iter_raw_shard(url, members=("meta.json",)))
 
     # --- the plan --------------------------------------------------------------------------
     def quota(self, num_workers: int = 0) -> int:
@@ -400,18 +416,20 @@ class ShardDataset(IterableDataset):
     def _positions(self, order: list[int], start: int, stop: int) -> Iterator[tuple[int, dict]]:
         """(position, raw sample) for global positions start..stop-1 (modulo the total); a sample
         the shard failed to deliver (truncated / corrupt tar) comes as {"__lost__": message}."""
-        counts = [self.shards[k][0].count for k in order]
+        counts = [self.counts[k] for k in order]
         cum = np.concatenate([[0], np.cumsum(counts)]).tolist()
         pos = start
         while pos < stop:
             p = pos % self.total
             k = bisect.bisect_right(cum, p) - 1
-            entry, url = self.shards[order[k]]
+            url = self.shards[order[k]][1]
             offset = p - cum[k]
-            take = min(entry.count - offset, stop - pos)
+            take = min(counts[k] - offset, stop - pos)
             errors: list[str] = []
             got = 0
             with closing(iter_raw_shard(url, errors)) as raws:
+                if self.split is not None:
+                    raws = (raw for raw in raws if _in_split(raw, self.split))
                 for i, raw in enumerate(raws):
                     if i >= offset:
                         yield pos + got, raw
@@ -470,6 +488,15 @@ class ShardDataset(IterableDataset):
 
     def _length_ok(self, n: int) -> bool:
         return (self.min_frames is None or n >= self.min_frames) and (self.max_frames is None or n <= self.max_frames)
+
+
+def _in_split(raw: dict, split: str) -> bool:
+    """Whether a raw sample's meta.split is `split`; a sample whose meta.json can't be read counts
+    as in it, so that the decoder reports it."""
+    try:
+        return json.loads(bytes(raw["meta.json"]).decode("utf-8")).get("split", split) == split
+    except (KeyError, UnicodeDecodeError, ValueError, AttributeError):
+        return True
 
 
 def _caption_frames(text: dict, frames: int, fps: float) -> tuple[int, int]:

@@ -20,7 +20,7 @@ ignored by the reader and never decoded, so pickles such as `.pyd` / `.pickle` a
   first dot); mirrored clips carry an `M` prefix on the last path part.
 
 The index `shards.json` beside the shards (`ShardIndex`) records the schema version, per-shard
-sample counts, bytes and frames, the feature statistics (shards.motion.FeatureStats, inline as
+sample counts (in all and per meta.split), bytes and frames, the feature statistics (shards.motion.FeatureStats, inline as
 lists, so the index alone gives normalization), and the command that wrote the set.
 """
 from __future__ import annotations
@@ -215,12 +215,14 @@ def _npy_view(data: bytes | bytearray | memoryview) -> np.ndarray | None:
 
 @dataclass
 class ShardEntry:
-    """One shard: its file name (relative to the index), sample count, bytes and motion frames."""
+    """One shard: its file name (relative to the index), sample count, bytes, motion frames, and
+    samples per meta.split (empty in indexes written before splits were counted)."""
 
     name: str
     count: int
     bytes: int = 0
     frames: int = 0
+    splits: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -265,6 +267,9 @@ class ShardIndex:
             raise ShardError(f"{where}: malformed 'shards' list ({err})", "bad_index") from None
         if any(s.count < 0 for s in shards) or len({s.name for s in shards}) != len(shards):
             raise ShardError(f"{where}: shard names must be unique and counts non-negative", "bad_index")
+        if any(s.splits and (min(s.splits.values()) < 0 or sum(s.splits.values()) != s.count) for s in shards):
+            raise ShardError(f"{where}: a shard's per-split counts must be non-negative and add up to its count",
+                             "bad_index")
         return cls(shards=shards, command=data.get("command", ""), feature_stats=data.get("feature_stats"),
                    created=data.get("created", ""), extra=data.get("extra", {}), location=location)
 

@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import shlex
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any
@@ -43,12 +44,14 @@ def write_shards(items: Iterable[Any], out_dir: str, *, convert: Callable[[Any],
     entries: list[ShardEntry] = []
     seen: set[str] = set()
     frames = 0
+    splits: Counter = Counter()
 
     def close_shard(fname: str) -> None:
         nonlocal frames
         entries.append(ShardEntry(name=os.path.basename(fname), count=writer.count, bytes=os.path.getsize(fname),
-                                  frames=frames))
+                                  frames=frames, splits=dict(sorted(splits.items()))))
         frames = 0
+        splits.clear()
 
     writer = None
     try:
@@ -66,6 +69,7 @@ def write_shards(items: Iterable[Any], out_dir: str, *, convert: Callable[[Any],
                 writer.next_stream()  # close now so this shard's frame total stays separate
             writer.write(encoded)
             frames += len(sample["motion"])
+            splits[sample["meta"]["split"]] += 1
     finally:
         if writer is not None:  # on an error the shards so far stay on disk, without an index
             writer.close()

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from shards.reader import ShardDataset, ShardLoader, collate_samples, expand_urls
-from shards.schema import ShardError
+from shards.schema import ShardError, ShardIndex
+from shards.writer import write_shards
 from test_shards_common import keys_of, make_sample, make_set
 
 
@@ -216,3 +217,45 @@ def test_localization_readers_keep_the_whole_untrimmed_motion(tmp_path):
     assert cropped["span"] == (20, 40) and len(cropped["motion"]) == 20
     assert whole["span"] == (0, 100) and np.array_equal(whole["motion"], motion)
     assert whole["moments"] == meta["moments"] and whole["text"] == "a person waves"
+
+
+def mixed_split_set(path, n=48, maxcount=5):
+    """Samples 0..n-1 with meta.split train, train, val, test, train, ... mixed inside every shard."""
+    def sample(i):
+        s = make_sample(i, joints=False)
+        s["meta"]["split"] = ("train", "train", "val", "test")[i % 4]
+        return s
+    return write_shards((sample(i) for i in range(n)), str(path), maxcount=maxcount, stats_convention=None)
+
+
+def test_split_plan_reads_each_sample_of_the_split_once(tmp_path, caplog):
+    index = mixed_split_set(tmp_path / "mixed")
+    split_of = {f"toy/{i:05d}": ("train", "train", "val", "test")[i % 4] for i in range(48)}
+    # the index counts every shard's samples per split
+    for e, start in zip(index.shards, range(0, 48, 5)):
+        direct = [split_of[f"toy/{i:05d}"] for i in range(start, min(start + 5, 48))]
+        assert e.splits == {s: direct.count(s) for s in sorted(set(direct))} and sum(e.splits.values()) == e.count
+    train = sorted(k for k, s in split_of.items() if s == "train")
+    for epoch in (0, 1):  # 24 train samples over 2 ranks x 2 workers: each once, none repeated
+        loaders = rank_loaders(index.location, seed=3, split="train", min_frames=None, max_frames=None)
+        for loader in loaders:
+            loader.set_epoch(epoch)
+        batches = [list(loader) for loader in loaders]
+        keys = [[k for b in rank for k in b["key"]] for rank in batches]
+        assert len(keys[0]) == len(keys[1]) == 12 and sorted(keys[0] + keys[1]) == train
+        assert not any(b["repeat"].any() for rank in batches for b in rank)
+        assert all(loader.skipped == {} for loader in loaders)
+    # evaluation order is the stored order of the split's samples
+    val = ShardDataset(index.location, training=False, split="val", min_frames=None, max_frames=None)
+    assert [s["key"] for s in val] == sorted(k for k, s in split_of.items() if s == "val")
+    with pytest.raises(ShardError, match="no samples of split 'tset'"):
+        ShardDataset(index.location, split="tset")
+    # an index written before splits were counted: the reader counts them by reading meta.json once
+    old = ShardIndex.from_json(index.to_json(), location=index.location)
+    for e in old.shards:
+        e.splits = {}
+    with caplog.at_level("WARNING", logger="trimo.shards"):
+        fallback = ShardDataset(old, training=False, split="val", min_frames=None, max_frames=None)
+    assert fallback.counts == [e.splits.get("val", 0) for e in index.shards]
+    assert [s["key"] for s in fallback] == [s["key"] for s in val]
+    assert "no per-split counts" in caplog.text and "--write-index" in caplog.text

@@ -69,8 +69,9 @@ def test_write_index_for_foreign_shards(tmp_path, good_set, capsys):
     code, _ = run_json(validate_shards, [str(folder), "--write-index"], capsys)
     assert code == 0
     written, original = load_index(str(folder)), load_index(good_set)
-    assert [(e.name, e.count, e.frames, e.bytes) for e in written.shards] == \
-           [(e.name, e.count, e.frames, e.bytes) for e in original.shards]
+    assert [(e.name, e.count, e.frames, e.bytes, e.splits) for e in written.shards] == \
+           [(e.name, e.count, e.frames, e.bytes, e.splits) for e in original.shards]
+    assert sum(sum(e.splits.values()) for e in written.shards) == written.total
     assert "tools.validate_shards" in written.command
 
 
@@ -94,3 +95,16 @@ def test_shard_stats_matches_direct_computation(tmp_path, good_set, samples, cap
     everything = FeatureStats.compute([s["motion"] for s in samples])
     np.testing.assert_allclose(stored.std, everything.std, rtol=1e-12)
     assert shard_stats.main([good_set, "--split", "nope"]) == 2
+
+
+def test_validate_checks_the_per_split_counts(tmp_path, good_set, capsys):
+    index = json.loads(open(good_set).read())
+    first = index["shards"][0]
+    assert sum(first["splits"].values()) == first["count"] == 5
+    first["splits"] = {"val": 5}  # the right total, the wrong split
+    path = tmp_path / "shards.json"
+    path.write_text(json.dumps(index))
+    code, report = run_json(validate_shards, [str(path), "--urls", os.path.dirname(good_set) + "/shard-*.tar"], capsys)
+    assert code == 1 and report["errors"] == {"count_mismatch": 1}
+    assert "per split" in report["messages"][0] and "shard-000000.tar" in report["messages"][0]
+    assert report["shards"][0]["splits"] == json.loads(open(good_set).read())["shards"][0]["splits"]

@@ -7,8 +7,8 @@ Reads every sample of every shard (local paths, globs, brace lists, pipe: or fss
 the schema's members (never unpickling), validates them, and compares the counts with the index.
 Prints a JSON summary: counts per shard (index vs found), durations, caption statistics, splits,
 optional members, and the errors by reason with the first messages. Exit status 1 when anything
-is wrong. --write-index (re)writes `shards.json` for shards made elsewhere (counts, bytes and
-frames; run tools/shard_stats.py --update-index for the feature statistics).
+is wrong. --write-index (re)writes `shards.json` for shards made elsewhere (counts in all and per
+split, bytes and frames; run tools/shard_stats.py --update-index for the feature statistics).
 """
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ def validate_shard_set(pairs: list[tuple[ShardEntry | None, str]], decode_video:
     for entry, url in pairs:
         read_errors: list[str] = []
         found = frames = 0
+        splits: Counter = Counter()
         for raw in iter_raw_shard(url, read_errors):
             found += 1
             try:
@@ -59,6 +60,7 @@ def validate_shard_set(pairs: list[tuple[ShardEntry | None, str]], decode_video:
             keys.add(sample["key"])
             meta, n = sample["meta"], len(sample["motion"])
             frames += n
+            splits[meta["split"]] += 1
             durations.append(n / float(meta["fps"]))
             texts = [t for t in meta["texts"] if t["text"].strip()]
             captions_per_sample.append(len(texts))
@@ -73,7 +75,11 @@ def validate_shard_set(pairs: list[tuple[ShardEntry | None, str]], decode_video:
         expected = entry.count if entry is not None else None
         if expected is not None and expected != found:
             fail("count_mismatch", f"{url}: the index says {expected} samples, the shard holds {found}")
-        shards.append({"url": url, "index_count": expected, "found": found, "frames": frames})
+        if entry is not None and entry.splits and sum(splits.values()) == found and entry.splits != dict(splits):
+            fail("count_mismatch", f"{url}: the index says {entry.splits} samples per split, the shard holds "
+                                   f"{dict(splits)}; rewrite the index with --write-index")
+        shards.append({"url": url, "index_count": expected, "found": found, "frames": frames,
+                       "splits": dict(sorted(splits.items()))})
 
     return {
         "shards": shards,
@@ -132,7 +138,7 @@ def _write_index(folder: str, urls: str | None, decode_video: bool, command: str
     report = validate_shard_set([(None, url) for url in urls_list], decode_video)
     if not report["ok"]:
         raise ShardError(f"not writing an index for {folder}: {report['errors']}; first: {report['messages'][0]}")
-    entries = [ShardEntry(name=os.path.basename(s["url"]), count=s["found"], frames=s["frames"],
+    entries = [ShardEntry(name=os.path.basename(s["url"]), count=s["found"], frames=s["frames"], splits=s["splits"],
                           bytes=os.path.getsize(s["url"]) if os.path.exists(s["url"]) else 0)
                for s in report["shards"]]
     index = ShardIndex(shards=entries, command=command)

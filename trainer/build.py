@@ -1,8 +1,6 @@
 """Build the model, tokenizer and shard datasets of an experiment config."""
 from __future__ import annotations
 
-import json
-import logging
 from pathlib import Path
 
 from modeling.text_encoder import load_tokenizer
@@ -12,41 +10,6 @@ from shards.schema import ShardError
 
 DEMO_HINT = ("build the demo shards with `python -m tools.build_demo --out data/demo-small --size small` "
              "and point data.*.index at data/demo-small/<set>/shards.json, or write your own with shards.writer")
-
-
-OTHER_SPLIT = "other_split"
-
-
-class _QuietOtherSplit(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return OTHER_SPLIT not in str(record.args)
-
-
-logging.getLogger("trimo.shards").addFilter(_QuietOtherSplit())
-
-
-class SplitShardDataset(ShardDataset):
-    """A ShardDataset that keeps only samples whose meta.split is `split` (shard sets such as the
-    demo corpus mix splits inside shards). Other samples go through the reader's skip path (reason
-    "other_split", not logged one by one), so every rank still yields the same number of samples:
-    a slot's quota stays ceil(N_all / slots) and its left-out positions are refilled with
-    re-reads of kept samples. (A split filter inside shards.reader would avoid the re-reads.)"""
-
-    def __init__(self, *args, split: str, **kwargs):
-        self.split = split
-        super().__init__(*args, **kwargs)
-
-    def _prepare(self, raw, pick, counter):
-        if "meta.json" in raw and "__lost__" not in raw:
-            try:
-                split = json.loads(bytes(raw["meta.json"]).decode("utf-8")).get("split")
-            except (UnicodeDecodeError, ValueError, AttributeError):
-                split = self.split   # let the reader report the broken meta.json
-            if split != self.split:
-                if counter is not None:
-                    counter[OTHER_SPLIT] += 1
-                return None
-        return super()._prepare(raw, pick, counter)
 
 
 def build_model(cfg) -> tuple[TrimoModel, object, None]:
@@ -63,12 +26,11 @@ def _check_index(path: str, what: str) -> None:
 
 def shard_dataset(set_cfg, what: str, seed: int, rank: int, world: int, training: bool, **kwargs) -> ShardDataset:
     _check_index(set_cfg.index, what)
-    split = getattr(set_cfg, "split", "")
-    cls, extra = (SplitShardDataset, {"split": split}) if split else (ShardDataset, {})
     try:
-        return cls(load_index(set_cfg.index), set_cfg.urls, training=training, seed=seed, rank=rank,
+        return ShardDataset(load_index(set_cfg.index), set_cfg.urls, training=training, seed=seed, rank=rank,
                             world_size=world, shuffle_buffer=set_cfg.shuffle_buffer, min_frames=set_cfg.min_frames,
-                            max_frames=set_cfg.max_frames, load_joints=False, **extra, **kwargs)
+                            max_frames=set_cfg.max_frames, load_joints=False, split=getattr(set_cfg, "split", ""),
+                            **kwargs)
     except ShardError as err:
         raise ShardError(f"data.{what}: {err}", err.reason) from None
 

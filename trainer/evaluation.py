@@ -108,10 +108,10 @@ def _iter_samples(shards: str, skipped: dict[str, int] | None = None, split: str
     if not shards.startswith(("pipe:", "http:", "https:")) and "{" not in shards and not Path(shards).exists():
         raise FileNotFoundError(f"shard set {shards!r} does not exist; pass the folder holding shards.json "
                                 "or the shards.json file")
-    ds = ShardDataset(shards, training=False, rank=0, world_size=1, fill_skipped=False, uneven="pad", **kw)
+    ds = ShardDataset(shards, training=False, rank=0, world_size=1, fill_skipped=False, uneven="pad", split=split, **kw)
     loader = ShardLoader(ds, batch_size=64, num_workers=0, collate_fn=list)
     for batch in loader:
-        yield from (s for s in batch if not s.get("repeat") and (split is None or s["meta"].get("split") == split))
+        yield from (s for s in batch if not s.get("repeat"))
     if skipped is not None:
         skipped.update(loader.skipped)
 
