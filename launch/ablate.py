@@ -4,7 +4,9 @@ Three studies; each arm is a training run that differs from its neighbours in on
 configs/ablation.yaml, trained once per seed and evaluated on the test split with the published
 protocols (launch/evaluate.py):
 - chronological negatives (CAR): text-motion retrieval with vs without event-shuffled captions as
-  negatives; CAR accuracy and motion->text retrieval with the shuffled captions in the gallery;
+  negatives, trained on the captions as written ("orig->event") and on their events concatenated
+  in order ("event->event"); CAR accuracy and motion->text retrieval with the shuffled captions in
+  the gallery;
 - MLP variants: MLPBase vs MLP-S vs MLP on localization (Normal protocol IoU@0.5/0.7/0.9, mIoU),
   next to the temporal-pyramid baseline over a retrieval model's embeddings;
 - modalities: 2-modal (text-motion) vs 3-modal (text-video-motion) retrieval; t2m and v2m R@k.
@@ -42,6 +44,10 @@ ARMS = (
     Arm("text-motion", "retrieval", ("model.retrieval.use_video=false",)),
     Arm("text-motion, no chronological negatives", "retrieval",
         ("model.retrieval.use_video=false", "model.retrieval.use_chronological_negatives=false")),
+    Arm("text-motion, event->event", "retrieval", ("model.retrieval.use_video=false", "data.train_captions=events")),
+    Arm("text-motion, event->event, no chronological negatives", "retrieval",
+        ("model.retrieval.use_video=false", "data.train_captions=events",
+         "model.retrieval.use_chronological_negatives=false")),
     Arm("text-video-motion", "retrieval", ("model.retrieval.use_video=true",)),
     Arm("MLPBase", "localization", ("model.localization.variant=mlp_base",)),
     Arm("MLP-S", "localization", ("model.localization.variant=mlp_s",)),
@@ -124,6 +130,7 @@ COLUMNS = {
             ("m->t R@1 +shuffled", "car/motion_to_text_with_shuffled/R@1"),
             ("m->t R@5 +shuffled", "car/motion_to_text_with_shuffled/R@5"),
             ("m->t R@10 +shuffled", "car/motion_to_text_with_shuffled/R@10"),
+            ("m->events R@1 +shuffled", "car/motion_to_events_with_shuffled/R@1"),
             ("m->t R@1", "retrieval/motion_to_text/all/R@1")],
     "localization": [(k, f"localization/model/normal/{k}") for k in ("IoU@0.5", "IoU@0.7", "IoU@0.9", "mIoU")],
     "modalities": [("t2m R@1", "retrieval/text_to_motion/all/R@1"), ("t2m R@5", "retrieval/text_to_motion/all/R@5"),
@@ -133,7 +140,8 @@ COLUMNS = {
 }
 STUDIES = (
     ("With vs without chronological negatives (text-motion retrieval)", "car",
-     ["text-motion", "text-motion, no chronological negatives"]),
+     ["text-motion", "text-motion, no chronological negatives", "text-motion, event->event",
+      "text-motion, event->event, no chronological negatives"]),
     ("MLPBase vs MLP-S vs MLP (localization, Normal protocol)", "localization", ["MLPBase", "MLP-S", "MLP"]),
     ("2-modal vs 3-modal (All protocol)", "modalities", ["text-motion", "text-video-motion"]),
 )

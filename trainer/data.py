@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from shards.events import decompose, join_events, shuffle_events, UnshuffleableError
+from shards.events import decompose, event_caption, join_events, shuffle_events, UnshuffleableError
 from shards.reader import ShardDataset, ShardLoader
 from shards.schema import ShardError
 
@@ -182,23 +182,33 @@ def shuffled_negatives(texts: list[str], events: list[list[str] | None], rng: ra
     return negatives, owners
 
 
+def retrieval_texts(raw: dict, captions: str = "original") -> list[str]:
+    """A batch's captions as written ("original") or as their events concatenated in order ("events")."""
+    missing = [k for k, t in zip(raw["key"], raw["text"]) if not t]
+    if missing:
+        raise ValueError(f"retrieval samples {missing[:3]} have no caption; retrieval shards need meta.texts")
+    if captions == "original":
+        return list(raw["text"])
+    return [event_caption(t, e) for t, e in zip(raw["text"], raw["events"])]
+
+
 def retrieval_batch(raw: dict, tokenizer, max_tokens: int, rng: random.Random, *, embedder: CaptionEmbedder | None,
-                    negatives_per_sample: int, use_negatives: bool, video: tuple[int, int] | None) -> dict:
+                    negatives_per_sample: int, use_negatives: bool, video: tuple[int, int] | None,
+                    captions: str = "original") -> dict:
     """A reader batch -> the RetrievalModel batch (motion stays raw; the model normalizes it).
 
     `video` = (frames, size) when the model has a video encoder: a batch without any video gets
     an all-absent video tensor, so every rank carries the same keys (cross-rank gathers).
+    `captions="events"` trains on each caption's events concatenated in order (CAR's event ->
+    event); the shuffled negatives are the same either way.
     """
-    texts = raw["text"]
-    missing = [k for k, t in zip(raw["key"], texts) if not t]
-    if missing:
-        raise ValueError(f"retrieval samples {missing[:3]} have no caption; retrieval shards need meta.texts")
+    texts = retrieval_texts(raw, captions)
     ids, mask = _tokenize(tokenizer, texts, max_tokens)
     batch = {"motion": raw["motion"], "motion_mask": raw["mask"], "text_input_ids": ids, "text_attention_mask": mask}
     if embedder is not None:
         batch["caption_emb"] = embedder(texts)
     if use_negatives:
-        negs, owners = shuffled_negatives(texts, raw["events"], rng, negatives_per_sample)
+        negs, owners = shuffled_negatives(raw["text"], raw["events"], rng, negatives_per_sample)
         if negs:
             batch["shuffled_input_ids"], batch["shuffled_attention_mask"] = _tokenize(tokenizer, negs, max_tokens)
         else:

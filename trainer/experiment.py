@@ -52,6 +52,9 @@ class DataConfig:
     # only): each caption is embedded once per machine instead of once per run and rank.
     caption_cache: str = ""
     max_negatives_per_sample: int = 1  # CAR: event-shuffled captions per sample (when shuffleable)
+    # Retrieval training text: "original" (the caption as written; CAR's "orig -> event") or
+    # "events" (its events concatenated in order; CAR's "event -> event", scored by that CAR column).
+    train_captions: str = "original"
 
 
 @dataclass
@@ -141,6 +144,8 @@ def check_experiment(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"optim.mixed_precision={cfg.optim.mixed_precision!r} must be 'auto', 'no' or 'bf16'")
     if cfg.optim.grad_accum < 1 or cfg.run.max_steps < 1 or cfg.checkpoint.every < 1:
         raise ConfigError("optim.grad_accum, run.max_steps and checkpoint.every must be >= 1")
+    if cfg.data.train_captions not in ("original", "events"):
+        raise ConfigError(f"data.train_captions={cfg.data.train_captions!r} must be 'original' or 'events'")
     if cfg.data.caption_embedder not in ("minilm", "none"):
         raise ConfigError(f"data.caption_embedder={cfg.data.caption_embedder!r} must be 'minilm' or 'none'")
     if cfg.validation.split == "test":

@@ -182,7 +182,8 @@ class Trainer:
                 video = (rcfg.video.n_frames, cfg.data.video_size) if rcfg.use_video else None
                 b = retrieval_batch(raw, self.tokenizer, rcfg.text.max_tokens, rng, embedder=self.embedder,
                                     negatives_per_sample=cfg.data.max_negatives_per_sample,
-                                    use_negatives=rcfg.use_chronological_negatives, video=video)
+                                    use_negatives=rcfg.use_chronological_negatives, video=video,
+                                    captions=cfg.data.train_captions)
             else:
                 b = localization_batch(raw, self.tokenizer, rcfg.text.max_tokens, rng, progress, generator)
             return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in b.items()}

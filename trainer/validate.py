@@ -19,7 +19,7 @@ import torch
 
 from modeling.localization import decode_moments
 from trainer import metrics as M
-from trainer.data import localization_batch, retrieval_batch, shuffled_negatives, _tokenize
+from trainer.data import localization_batch, retrieval_batch, retrieval_texts, shuffled_negatives, _tokenize
 
 
 def _loader(trainer, task: str, index: str):
@@ -55,12 +55,13 @@ def validate(trainer, step: int) -> dict[str, float]:
                     break
                 video = (rcfg.video.n_frames, cfg.data.video_size) if rcfg.use_video else None
                 b = retrieval_batch(raw, trainer.tokenizer, rcfg.text.max_tokens, rng, embedder=None,
-                                    negatives_per_sample=0, use_negatives=False, video=video)
+                                    negatives_per_sample=0, use_negatives=False, video=video,
+                                    captions=cfg.data.train_captions)
                 b = {k: v.to(acc.device) for k, v in b.items()}
                 out = model(b, "embed")
                 # one shuffled caption per sample (the caption itself when it cannot be shuffled)
                 negs, owners = shuffled_negatives(raw["text"], raw["events"], rng, 1)
-                texts = list(raw["text"])
+                texts = retrieval_texts(raw, cfg.data.train_captions)
                 for o, n in zip(owners, negs):
                     texts[o] = n
                 ids, mask = _tokenize(trainer.tokenizer, texts, rcfg.text.max_tokens)
