@@ -305,7 +305,7 @@ class ShardDataset(IterableDataset):
         # With a split, the plan runs over that split's samples only (the index's per-split counts),
         # so a set that mixes splits in its shards still gives every sample of the split once.
         self.split = split or None
-        self.counts = [self._count(entry, url) for entry, url in self.shards]
+        self.counts = self._plan_counts()
         self.total = sum(self.counts)
         if self.total == 0:
             what = f"no samples of split {self.split!r}" if self.split else "no samples"
@@ -326,14 +326,18 @@ class ShardDataset(IterableDataset):
         self.end_marker = False  # set by ShardLoader: end each worker's stream with a marker item
         self.worker_offset = 0  # set by ShardLoader on resume: DataLoader worker i plays worker i + offset
 
-    def _count(self, entry: ShardEntry, url: str) -> int:
+    def _plan_counts(self) -> list[int]:
+        """Samples per shard that take part: all, or those of the split."""
         if self.split is None:
-            return entry.count
-        if entry.splits or entry.count == 0:
-            return entry.splits.get(self.split, 0)
-        log.warning("%s: the index has no per-split counts, so %s is read once to count split %r; "
-                    "`python -m tools.validate_shards DIR --write-index` adds them", self.index.location, url, self.split)
-        return sum(_in_split(raw, self.split) for raw in iter_raw_shard(url, members=("meta.json",)))
+            return [entry.count for entry, _ in self.shards]
+        uncounted = sum(1 for entry, _ in self.shards if entry.count and not entry.splits)
+        if uncounted:
+            log.warning("%s: the index has no per-split counts, so the meta.json of %d shard(s) is read once to "
+                        "count split %r; `python -m tools.validate_shards DIR --write-index` adds them",
+                        self.index.location, uncounted, self.split)
+        return [entry.splits.get(self.split, 0) if entry.splits or not entry.count else
+                sum(_in_split(raw, self.split) for raw in iter_raw_shard(url, members=("meta.json",)))
+                for entry, url in self.shards]
 
     # --- the plan --------------------------------------------------------------------------
     def quota(self, num_workers: int = 0) -> int:

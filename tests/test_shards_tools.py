@@ -72,7 +72,16 @@ def test_write_index_for_foreign_shards(tmp_path, good_set, capsys):
     assert [(e.name, e.count, e.frames, e.bytes, e.splits) for e in written.shards] == \
            [(e.name, e.count, e.frames, e.bytes, e.splits) for e in original.shards]
     assert sum(sum(e.splits.values()) for e in written.shards) == written.total
-    assert "tools.validate_shards" in written.command
+    assert "tools.validate_shards" in written.command and written.feature_stats is None
+    # rewriting the index of an older trimo (no per-split counts) keeps its feature statistics
+    old = original.to_json()
+    for e in old["shards"]:
+        del e["splits"]
+    (folder / "shards.json").write_text(json.dumps(old))
+    code, _ = run_json(validate_shards, [str(folder), "--write-index"], capsys)
+    rewritten = load_index(str(folder))
+    assert code == 0 and rewritten.feature_stats == original.feature_stats is not None
+    assert [e.splits for e in rewritten.shards] == [e.splits for e in original.shards]
 
 
 def test_shard_stats_matches_direct_computation(tmp_path, good_set, samples, capsys):

@@ -7,8 +7,9 @@ Reads every sample of every shard (local paths, globs, brace lists, pipe: or fss
 the schema's members (never unpickling), validates them, and compares the counts with the index.
 Prints a JSON summary: counts per shard (index vs found), durations, caption statistics, splits,
 optional members, and the errors by reason with the first messages. Exit status 1 when anything
-is wrong. --write-index (re)writes `shards.json` for shards made elsewhere (counts in all and per
-split, bytes and frames; run tools/shard_stats.py --update-index for the feature statistics).
+is wrong. --write-index (re)writes `shards.json` for shards made elsewhere or indexed by an older
+trimo (counts in all and per split, bytes and frames; an existing index's feature statistics are
+kept; for a new one run tools/shard_stats.py --update-index to add them).
 """
 from __future__ import annotations
 
@@ -142,7 +143,14 @@ def _write_index(folder: str, urls: str | None, decode_video: bool, command: str
                           bytes=os.path.getsize(s["url"]) if os.path.exists(s["url"]) else 0)
                for s in report["shards"]]
     index = ShardIndex(shards=entries, command=command)
-    index.save(os.path.join(folder, INDEX_NAME))
+    path = os.path.join(folder, INDEX_NAME)
+    try:  # rewriting a readable index: keep what the scan does not recompute
+        old = load_index(path) if os.path.isfile(path) else None
+    except ShardError:
+        old = None
+    if old is not None:
+        index.feature_stats, index.extra = old.feature_stats, old.extra
+    index.save(path)
     return report
 
 
