@@ -20,8 +20,9 @@ ignored by the reader and never decoded, so pickles such as `.pyd` / `.pickle` a
   first dot); mirrored clips carry an `M` prefix on the last path part.
 
 The index `shards.json` beside the shards (`ShardIndex`) records the schema version, per-shard
-sample counts (in all and per meta.split), bytes and frames, the feature statistics (shards.motion.FeatureStats, inline as
-lists, so the index alone gives normalization), and the command that wrote the set.
+sample counts (in all and per meta.split), bytes and frames, the feature statistics
+(shards.motion.FeatureStats, inline as lists, so the index alone gives normalization), and the
+command that wrote the set.
 """
 from __future__ import annotations
 
