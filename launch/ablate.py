@@ -183,9 +183,10 @@ def build_table(reports: dict[str, list[dict]], pyramid: dict | None, info: str)
         parts.append(f"\n## {title}\n\n| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n")
         parts += ["| " + " | ".join(row) + " |\n" for row in rows]
         if kind == "car":
-            parts.append("\nevent->event scores ordered against shuffled event concatenations with these models, "
-                         "which train on the original captions (the CAR paper's event->event setting also trains "
-                         "on the concatenations).\n")
+            parts.append("\nThe event->event arms train on the ordered event texts (data.train_captions=events), the "
+                         "CAR paper's event->event setting: read their CAR event->event column, and the other arms' "
+                         "CAR orig->event. m->events: the gallery holds every item's ordered events and the "
+                         "shuffled ones.\n")
     return "".join(parts), summary
 
 
