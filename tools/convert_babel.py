@@ -14,8 +14,7 @@ import argparse
 import sys
 
 from shards.converters.babel import DATASET, babel_items, babel_samples
-from shards.converters.common import add_write_args, length_filter_from, print_summary, write_dataset
-from shards.importers.common import MotionImportError
+from shards.converters.common import add_write_args, run_converter, write_dataset, write_options
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,19 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mirror", action="store_true", help="add left/right mirrored copies (MLP does not for BABEL)")
     add_write_args(parser, min_frames=None, max_frames=None)
     args = parser.parse_args(argv)
-    try:
+
+    def write():
         items = babel_items(args.babel_dir, args.val_fraction, args.seed, extra=not args.no_extra)
-        indices = write_dataset(
+        return write_dataset(
             {split: babel_samples(split_items, args.amass_root, args.body_model_dir, gender=args.gender,
                                   with_joints=args.with_joints, mirror=args.mirror, num_workers=args.workers)
              for split, split_items in items.items()},
-            args.out, dataset=DATASET, length_filter=length_filter_from(args),
-            stats_convention=args.stats_convention, maxcount=args.maxcount)
-    except (MotionImportError, ValueError) as err:
-        print(f"convert_babel: {err}", file=sys.stderr)
-        return 1
-    print_summary(indices)
-    return 0
+            args.out, dataset=DATASET, **write_options(args))
+    return run_converter("convert_babel", write)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from shards.converters.common import add_write_args, length_filter_from, print_summary, write_dataset
+from shards.converters.common import add_write_args, run_converter, write_dataset, write_options
 from shards.converters.humanml3d import DATASET, humanml3d_samples
-from shards.importers.common import MotionImportError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,17 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     add_write_args(parser)
     args = parser.parse_args(argv)
     splits = [s for s in args.splits.split(",") if s]
-    try:
-        indices = write_dataset(
-            {s: humanml3d_samples(args.root, s, with_joints=args.with_joints, events=not args.no_events)
-             for s in splits},
-            args.out, dataset=DATASET, length_filter=length_filter_from(args),
-            stats_convention=args.stats_convention, maxcount=args.maxcount)
-    except (MotionImportError, ValueError) as err:
-        print(f"convert_humanml3d: {err}", file=sys.stderr)
-        return 1
-    print_summary(indices)
-    return 0
+    return run_converter("convert_humanml3d", lambda: write_dataset(
+        {s: humanml3d_samples(args.root, s, with_joints=args.with_joints, events=not args.no_events) for s in splits},
+        args.out, dataset=DATASET, **write_options(args)))
 
 
 if __name__ == "__main__":

@@ -14,9 +14,8 @@ import argparse
 import sys
 from collections import Counter
 
-from shards.converters.common import add_write_args, length_filter_from, print_summary, write_dataset
+from shards.converters.common import add_write_args, run_converter, write_dataset, write_options
 from shards.converters.restore import DATASET, SPLIT_PRIORITY, group_sources, restore_samples
-from shards.importers.common import MotionImportError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,22 +29,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-mirror", action="store_true", help="leave out the mirrored copies")
     add_write_args(parser, min_frames=None, max_frames=None)
     args = parser.parse_args(argv)
-    counter: Counter = Counter()
-    try:
+
+    def write():
+        counter: Counter = Counter()
         sources = group_sources(args.root, args.index_csv, counter=counter)
         by_split = {s: [src for src in sources if src.split == s] for s in SPLIT_PRIORITY}
-        indices = write_dataset(
+        return write_dataset(
             {split: restore_samples(items, args.amass_root, args.body_model_dir, gender=args.gender,
                                     with_joints=args.with_joints, mirror=not args.no_mirror, num_workers=args.workers)
              for split, items in by_split.items() if items},
-            args.out, dataset=DATASET, length_filter=length_filter_from(args),
-            stats_convention=args.stats_convention, maxcount=args.maxcount,
-            extra={"segments_left_out": dict(counter)})
-    except (MotionImportError, ValueError) as err:
-        print(f"convert_restore: {err}", file=sys.stderr)
-        return 1
-    print_summary(indices)
-    return 0
+            args.out, dataset=DATASET, extra={"segments_left_out": dict(counter)}, **write_options(args))
+    return run_converter("convert_restore", write)
 
 
 if __name__ == "__main__":

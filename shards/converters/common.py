@@ -18,6 +18,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from shards.events import decompose
+from shards.importers.common import MotionImportError
 from shards.mirror import mirror_features, mirror_joints, swap_left_right
 from shards.motion import joints_to_features
 from shards.reader import _caption_frames  # the crop rule the reader applies: filter with the same one
@@ -219,16 +221,27 @@ def add_write_args(parser, min_frames: int | None = 40, max_frames: int | None =
     parser.add_argument("--with-joints", action="store_true", help="also store joints.npy (T, 22, 3)")
 
 
-def length_filter_from(args) -> LengthFilter | None:
-    if args.min_frames is None and args.max_frames is None:
-        return None
-    return LengthFilter(args.min_frames, args.max_frames, tuple(s for s in args.filter_splits.split(",") if s))
+def write_options(args) -> dict:
+    """write_dataset's keyword arguments from the add_write_args options."""
+    length_filter = None
+    if args.min_frames is not None or args.max_frames is not None:
+        length_filter = LengthFilter(args.min_frames, args.max_frames,
+                                     tuple(s for s in args.filter_splits.split(",") if s))
+    return {"length_filter": length_filter, "stats_convention": args.stats_convention, "maxcount": args.maxcount}
 
 
-def print_summary(indices: dict[str, ShardIndex]) -> None:
+def run_converter(tool: str, write: Callable[[], dict[str, ShardIndex]]) -> int:
+    """A converter CLI's body: `write()` the splits and print a line per split; a bad input ends
+    with one line on stderr (the importers name the file and the fix) and exit status 1."""
+    try:
+        indices = write()
+    except (MotionImportError, ValueError) as err:
+        print(f"{tool}: {err}", file=sys.stderr)
+        return 1
     for split, index in indices.items():
         print(f"{split}: {index.total} samples in {len(index.shards)} shard(s) -> {index.location}"
               + (f"; dropped {index.extra['dropped']}" if index.extra.get("dropped") else ""))
+    return 0
 
 
 def _optional_int(value: str) -> int | None:
