@@ -121,7 +121,9 @@ def _decode_pyav(data: bytes, num_frames: int, start: float | None, end: float |
             raise ShardError("mp4 frames change size mid-stream", "bad_video")
         first, stop = _frame_range(len(decoded), fps, start, end)
         picked = uniform_indices(stop - first, num_frames, first)
-        return np.stack([decoded[i].to_ndarray(format="rgb24") for i in picked])
+        # threads=1: by default every conversion starts and stops its own swscale thread pool,
+        # which cost 4x the decoding itself (and loader workers are parallel already)
+        return np.stack([decoded[i].to_ndarray(format="rgb24", threads=1) for i in picked])
 
 
 def _decode_decord(data: bytes, num_frames: int, start: float | None, end: float | None) -> np.ndarray:

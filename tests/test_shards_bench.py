@@ -23,6 +23,9 @@ def test_bench_loader_tiny_run(tmp_path, capsys):
             row = setting[place]
             assert row["per_file"] > 0 and row["ratio"] == pytest.approx(row["shards"] / row["per_file"], abs=0.01)
     assert "| motion+text+video (6 samples) | http |" in printed
+    decode = report["video_decode"]  # the baseline decoder gives the same frames as shards.video_io
+    assert decode["same_frames"] is True and decode["ratio"] == pytest.approx(
+        decode["single_thread_conversion"] / decode["default_conversion"], abs=0.01)
     assert json.loads((tmp_path / "r.json").read_text()) == report
 
 

@@ -53,3 +53,32 @@ def test_undecodable_bytes_raise_bad_video(data):
 def test_encode_rejects_odd_size():
     with pytest.raises(ShardError, match="even"):
         encode_mp4(np.zeros((2, 15, 16, 3), np.uint8))
+
+
+
+def test_single_thread_rgb_conversion_matches_the_default_and_survives_fork():
+    """The decoder converts frames to RGB on one thread: the frames must be exactly those of
+    PyAV's default conversion, for videos of changing sizes, also in a forked loader worker."""
+    import io
+    import multiprocessing
+
+    import av
+
+    rng = np.random.default_rng(0)
+    videos = [encode_mp4(rng.integers(0, 255, (6, h, w, 3), dtype=np.uint8)) for h, w in
+              [(32, 32), (48, 64), (16, 96)]]
+
+    def direct(data):
+        with av.open(io.BytesIO(data)) as container:
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        return np.stack([frames[i] for i in uniform_indices(len(frames), 4)])
+
+    for video in videos:
+        assert np.array_equal(decode_mp4(video, num_frames=4, size=None), direct(video))
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        forked = pool.map_async(_decode_four, videos).get(timeout=60)
+    assert all(np.array_equal(f, direct(v)) for f, v in zip(forked, videos))
+
+
+def _decode_four(data):
+    return decode_mp4(data, num_frames=4, size=None)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import functools
 import http.server
+import io
 import json
 import multiprocessing
 import os
@@ -36,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from shards.reader import ShardDataset, ShardLoader, collate_samples, pack_small_tensors, unpack_small_tensors
 from shards.schema import load_npy_bytes
-from shards.video_io import decode_mp4, encode_mp4
+from shards.video_io import decode_mp4, encode_mp4, uniform_indices
 from shards.writer import write_shards
 
 VIDEO_FRAMES, VIDEO_SIZE = 8, 64
@@ -193,13 +194,42 @@ def bench_setting(data: list[dict], folder: str, workers: int, batch: int, epoch
     return {"samples": len(data), "shards": len(index.shards), "shard_mb": megabytes, "same_samples": same, **results}
 
 
+def decode_default_conversion(data: bytes) -> np.ndarray:
+    """The baseline decoder: shards.video_io's PyAV path with PyAV's default RGB conversion."""
+    import av
+
+    with av.open(io.BytesIO(data)) as container:
+        decoded = list(container.decode(video=0))
+    return np.stack([decoded[i].to_ndarray(format="rgb24") for i in uniform_indices(len(decoded), VIDEO_FRAMES)])
+
+
+def bench_decode(clips: list[bytes], repeats: int = 5) -> dict:
+    """Clips/s of decoding l_v frames (one process, no resize): the baseline against
+    shards.video_io.decode_mp4, taking turns (median of `repeats`); their frames must be equal."""
+    decoders = {"default_conversion": decode_default_conversion,
+                "single_thread_conversion": lambda c: decode_mp4(c, VIDEO_FRAMES, None)}
+    same = all(np.array_equal(*(decode(c) for decode in decoders.values())) for c in clips)
+    seconds: dict[str, list[float]] = {name: [] for name in decoders}
+    for _ in range(repeats):
+        for name, decode in decoders.items():
+            start = time.perf_counter()
+            for c in clips:
+                decode(c)
+            seconds[name].append(time.perf_counter() - start)
+    row = {name: round(len(clips) / float(np.median(sec)), 1) for name, sec in seconds.items()}
+    return {**row, "ratio": round(row["single_thread_conversion"] / row["default_conversion"], 2), "same_frames": same}
+
+
 def run(samples: int, video_samples: int, frames: int, workers: int, batch: int, epochs: int, folder: str) -> dict:
     report = {"frames": frames, "workers": workers, "batch": batch, "epochs": epochs, "settings": {}}
     for name, n, video in (("motion+text", samples, False), ("motion+text+video", video_samples, True)):
         if n > 0:
             sub = os.path.join(folder, name.replace("+", "_"))
             report["settings"][name] = bench_setting(synthetic(n, frames, video), sub, workers, batch, epochs, video)
-    report["same_samples"] = all(s["same_samples"] for s in report["settings"].values())
+    if video_samples > 0:
+        report["video_decode"] = bench_decode([s["video"] for s in synthetic(8, 1, video=True)])
+    report["same_samples"] = all(s["same_samples"] for s in report["settings"].values()) and \
+        report.get("video_decode", {}).get("same_frames", True)
     return report
 
 
@@ -210,6 +240,11 @@ def table(report: dict) -> str:
             r = result[place]
             lines.append(f"| {name} ({result['samples']} samples) | {place} | {r['per_file']:,.0f} | "
                          f"{r['shards']:,.0f} | {r['ratio']:.2f}x |")
+    if "video_decode" in report:
+        d = report["video_decode"]
+        lines += ["", f"video decode, {VIDEO_FRAMES} frames per clip, 1 process: default RGB conversion "
+                      f"{d['default_conversion']:,.0f} clips/s, single-thread conversion (shards.video_io) "
+                      f"{d['single_thread_conversion']:,.0f} clips/s: {d['ratio']:.2f}x"]
     return "\n".join(lines)
 
 
