@@ -163,14 +163,17 @@ def build_table(reports: dict[str, list[dict]], pyramid: dict | None, info: str)
              "in the last column); every number is a percentage except MedR.\n"]
     summary: dict = {}
     for title, kind, arms in STUDIES:
+        arms = [arm for arm in arms if reports.get(arm)]  # arms left out (--only) get no row
+        if not arms:
+            continue
         cols = COLUMNS[kind]
         rows, summary[kind] = [], {}
         for arm in arms:
-            runs = reports.get(arm, [])
+            runs = reports[arm]
             cells = {}
             for label, path in cols:
                 try:
-                    cells[label] = summarize([_get(r, path) for r in runs]) if runs else None
+                    cells[label] = summarize([_get(r, path) for r in runs])
                 except KeyError:          # e.g. v2m for a model without a video encoder
                     cells[label] = None
             summary[kind][arm] = cells

@@ -14,4 +14,4 @@ else
     python -m tools.build_demo --out "$data" --size default --seed 0
 fi
 python launch/ablate.py --data "$data" --out runs/ablate "$@"
-echo "[trimo] ablations finished in $(( $(date +%s) - start )) s; table: runs/ablate/ablation.md"
+echo "[trimo] ablations finished in $(( $(date +%s) - start )) s"

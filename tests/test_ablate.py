@@ -30,8 +30,8 @@ def test_table_has_mean_and_sample_std_per_arm_and_na_for_missing_protocols():
     assert summary["modalities"]["text-motion"]["v2m R@1"] is None           # no video encoder: n/a
     assert summary["modalities"]["text-video-motion"]["v2m R@1"]["mean"] == 25.0
     assert summary["localization"]["MLP-S"]["IoU@0.7"]["mean"] == 16.0
-    assert summary["localization"]["MLP"]["IoU@0.7"] is None                 # arm not run
-    assert "| MLP | n/a | n/a | n/a | n/a | 0 |" in text and "| MLP-S | 32.00 ± 5.66 | 16.00 ± 2.83 | 8.00 ± 1.41 | 30.00 ± 0.00 | 2 |" in text
+    assert "MLP" not in summary["localization"] and "| MLP |" not in text   # arm not run: no row
+    assert "| MLP-S | 32.00 ± 5.66 | 16.00 ± 2.83 | 8.00 ± 1.41 | 30.00 ± 0.00 | 2 |" in text
     assert summary["localization"]["pyramid"]["mIoU"] == 11.0
     assert "| temporal pyramid (t-m embeddings) | 5.00 | 2.00 | 1.00 | 11.00 | 1 |" in text
     assert text.count("\n## ") == 3 and all(label in text for label, _ in COLUMNS["modalities"])
@@ -40,4 +40,5 @@ def test_table_has_mean_and_sample_std_per_arm_and_na_for_missing_protocols():
 def test_single_seed_shows_no_spread_and_run_folders_are_distinct():
     text, _ = build_table({"text-motion": [report(90.0, 10.0, 40.0)]}, None, "info")
     assert "| text-motion | 90.00 | 50.00 |" in text
+    assert text.count("\n## ") == 2 and "MLPBase" not in text  # the localization study was not run
     assert len({slug(a.name) for a in ARMS}) == len(ARMS)
