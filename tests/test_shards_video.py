@@ -55,7 +55,6 @@ def test_encode_rejects_odd_size():
         encode_mp4(np.zeros((2, 15, 16, 3), np.uint8))
 
 
-
 def test_single_thread_rgb_conversion_matches_the_default_and_survives_fork():
     """The decoder converts frames to RGB on one thread: the frames must be exactly those of
     PyAV's default conversion, for videos of changing sizes, also in a forked loader worker."""

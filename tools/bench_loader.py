@@ -14,6 +14,8 @@ from local disk and over HTTP from a server on 127.0.0.1 in its own process (sta
 object storage: one GET per file against one GET per shard). Both sides decode
 .npy with shards.schema.load_npy_bytes and collate with shards.reader.collate_samples; the shard
 side also validates every sample. Every loader must deliver the same samples (`same_samples`).
+With video, a last line times shards.video_io's decoder against PyAV's default RGB conversion
+(one process; the frames must be equal).
 """
 from __future__ import annotations
 
