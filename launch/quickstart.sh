@@ -18,7 +18,7 @@ fi
 
 echo "[trimo] 2/3 training all heads jointly: 2 processes, DeepSpeed ZeRO-2 on CPU"
 rm -rf "$run"
-accelerate launch --config_file configs/accelerate/cpu_zero2.yaml launch/train.py \
+accelerate launch --config_file accelerate_config.yaml --num_processes 2 launch/train.py \
     --config configs/quickstart.yaml \
     run.output_dir="$run" \
     data.retrieval.index="$data/retrieval/shards.json" \

@@ -47,7 +47,11 @@ if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
     touch "$stamp"
 fi
 
-export DS_ACCELERATOR="${DS_ACCELERATOR:-cpu}"
+# DeepSpeed's CPU accelerator where torch sees no GPU (tests and quickstart on CPU machines); on a
+# GPU machine DeepSpeed picks CUDA itself.
+if [ -z "${DS_ACCELERATOR:-}" ] && [ "$(python -c 'import torch; print(torch.cuda.is_available())')" != "True" ]; then
+    export DS_ACCELERATOR=cpu
+fi
 export HF_HUB_OFFLINE=1
 export TRANSFORMERS_OFFLINE=1
 export WANDB_MODE="${WANDB_MODE:-offline}"

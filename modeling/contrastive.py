@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from modeling.config import ContrastiveLossConfig
-from modeling.distributed import gather_no_grad, gather_varlen_with_grad, gather_with_grad, rank_and_world
+from modeling.distributed import (gather_no_grad, gather_varlen_with_grad, gather_with_grad, rank_and_world,
+                                  sum_over_ranks)
 
 KINDS = ("soft_kl", "infonce")
 PAIRS = (("motion", "text"), ("motion", "video"), ("text", "video"))
@@ -204,9 +205,13 @@ class ContrastiveAlignment(nn.Module):
 
 
 def car_accuracy(motion: torch.Tensor, text: torch.Tensor, negatives: torch.Tensor,
-                 owner: torch.Tensor) -> torch.Tensor:
-    """CAR eq. 2 on a batch: share of negatives k whose owner motion prefers its true caption."""
-    m, t, c = (F.normalize(x.detach(), dim=-1) for x in (motion, text, negatives))
+                 owner: torch.Tensor, across_ranks: bool = False) -> torch.Tensor:
+    """CAR eq. 2 on a batch: share of negatives k whose owner motion prefers its true caption
+    (NaN without negatives). across_ranks: over the negatives of every rank (a collective)."""
+    m, t, c = (F.normalize(x.detach().float(), dim=-1) for x in (motion, text, negatives))
     true_sim = (m[owner] * t[owner]).sum(-1)
     shuffled_sim = (m[owner] * c).sum(-1)
-    return (true_sim > shuffled_sim).float().mean()
+    counts = torch.stack([(true_sim > shuffled_sim).sum(), torch.tensor(len(owner), device=owner.device)]).float()
+    if across_ranks:
+        counts = sum_over_ranks(counts)
+    return counts[0] / counts[1] if counts[1] > 0 else counts.new_tensor(float("nan"))

@@ -37,6 +37,15 @@ def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
+def sum_over_ranks(x: torch.Tensor) -> torch.Tensor:
+    """x summed over every rank (no gradient); x itself with one process."""
+    if rank_and_world()[1] == 1:
+        return x
+    total = x.detach().clone()
+    dist.all_reduce(total)
+    return total
+
+
 def gather_varlen_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Like gather_with_grad for a first dimension that differs between ranks (e.g. K negatives)."""
     _, world = rank_and_world()

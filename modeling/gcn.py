@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -33,6 +34,19 @@ def default_parents() -> list[int]:
     return [int(p) if p is not None else -1 for p in PARENTS]
 
 
+class Float32BatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d computed in float32 whatever the dtype of input and weights: DeepSpeed's bf16
+    casts the affine weights but keeps the running statistics in float32, a mix BatchNorm refuses
+    (and statistics of bf16 activations would be coarse). Same parameters and state as BatchNorm1d."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.num_batches_tracked.add_(1)
+        out = F.batch_norm(x.float(), self.running_mean, self.running_var, self.weight.float(), self.bias.float(),
+                           self.training, self.momentum, self.eps)
+        return out.to(x.dtype)
+
+
 class SpatialGCN(nn.Module):
     """(B, T, J, d_p) joint features + frame mask (B, T) -> (B, T, d) per-frame spatial features."""
 
@@ -43,16 +57,16 @@ class SpatialGCN(nn.Module):
         self.register_buffer("adjacency", adjacency.float(), persistent=False)
         dims = [in_dim] + [dim] * n_layers
         self.weights = nn.ModuleList(nn.Linear(a, b, bias=False) for a, b in zip(dims[:-1], dims[1:]))
-        self.norms = nn.ModuleList(nn.BatchNorm1d(dim) for _ in range(n_layers))
+        self.norms = nn.ModuleList(Float32BatchNorm1d(dim) for _ in range(n_layers))
 
     def forward(self, joints: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         b, t, j, _ = joints.shape
         if j != self.adjacency.shape[0]:
             raise ValueError(f"the GCN was built for {self.adjacency.shape[0]} joints, the input has {j}")
-        h = joints[mask.bool()]                                   # (N_real_frames, J, d_p)
+        h = joints[mask.bool()].to(self.weights[0].weight.dtype)  # (N_real_frames, J, d_p)
         for weight, norm in zip(self.weights, self.norms):
             h = torch.tanh(torch.matmul(self.adjacency.to(h.dtype), weight(h)))   # A H W
             h = norm(h.transpose(1, 2)).transpose(1, 2)            # BN over channels
-        out = joints.new_zeros(b, t, h.shape[-1])
+        out = h.new_zeros(b, t, h.shape[-1])
         out[mask.bool()] = h.mean(dim=1)                           # mean over joints
         return out

@@ -57,8 +57,7 @@ class MotionEncoder(nn.Module):
         if motion.shape[-1] != self.cfg.n_feats:
             raise ValueError(f"motion has {motion.shape[-1]} features per frame, the encoder expects {self.cfg.n_feats}")
         x = motion
-        if self.gcn is not None:
-            raw = motion * self.feat_std + self.feat_mean
-            joints = self.joint12_fn(raw).to(motion.dtype)           # (B, T, 22, 12)
-            x = self.gcn(joints, mask)
+        if self.gcn is not None:   # kinematics in float32 whatever the weights' dtype
+            raw = motion.float() * self.feat_std.float() + self.feat_mean.float()
+            x = self.gcn(self.joint12_fn(raw), mask)                  # joints (B, T, 22, 12)
         return self.transformer(x, mask)

@@ -16,7 +16,8 @@ the same B at a step):
 - "video": (B, l_v, 3, H, W) float in [0, 1]; "video_mask": (B, l_v) bool. A sample whose
   video_mask row is all False has no video: pairs with video skip it, fusion gives it no video term.
 Output of `forward`: "loss" (weighted total), "align" and "align_mt|mv|tv", "recon" (if on),
-"car_accuracy" (if negatives), "temperature", and the pooled embeddings "motion_emb",
+"car_accuracy" (with chronological negatives on; NaN when no caption of the batch could be
+shuffled), "temperature", and the pooled embeddings "motion_emb",
 "text_emb", "video_emb" (not normalized; retrieval uses cosine similarity).
 """
 from __future__ import annotations
@@ -28,7 +29,6 @@ from torch import nn
 
 from modeling.config import RetrievalModelConfig
 from modeling.contrastive import ContrastiveAlignment, car_accuracy
-from modeling.distributed import rank_and_world
 from modeling.fusion import FusionAttention, MotionDecoder, masked_mse
 from modeling.motion_encoder import MotionEncoder
 from modeling.text_encoder import TextEncoder
@@ -90,13 +90,20 @@ class RetrievalModel(nn.Module):
         negatives = None
         out: dict[str, torch.Tensor] = {}
         if cfg.use_chronological_negatives and "text" in emb:
-            if "shuffled_input_ids" in batch and batch["shuffled_input_ids"].shape[0] > 0:
-                _, negatives = self.encode_text(batch["shuffled_input_ids"], batch["shuffled_attention_mask"])
-                if "motion" in emb:
-                    out["car_accuracy"] = car_accuracy(emb["motion"], emb["text"], negatives, batch["shuffled_owner"])
-            elif cfg.loss.gather != "none" and rank_and_world()[1] > 1:
-                # The negatives' gather is a collective: join it with none of our own.
-                negatives = emb["text"].new_zeros(0, emb["text"].shape[-1])
+            k = batch["shuffled_input_ids"].shape[0] if "shuffled_input_ids" in batch else 0
+            if k > 0:
+                ids, mask, owner = batch["shuffled_input_ids"], batch["shuffled_attention_mask"], batch["shuffled_owner"]
+            else:
+                # No caption of this rank could be shuffled; it still encodes one (a placeholder,
+                # dropped below) and passes on zero rows that stay in the graph. On several ranks,
+                # ZeRO-3 gathers the encoder's weights in each forward and backward, and the
+                # negatives' gather has a backward too: all are collectives that every rank joins.
+                ids, mask = batch["text_input_ids"][:1], batch["text_attention_mask"][:1]
+                owner = torch.zeros(0, dtype=torch.long, device=ids.device)
+            negatives = self.encode_text(ids, mask)[1][:k]
+            if "motion" in emb:   # over the global batch, so every rank reports the same value
+                out["car_accuracy"] = car_accuracy(emb["motion"], emb["text"], negatives, owner,
+                                                   across_ranks=cfg.loss.gather != "none")
 
         present = {"video": batch["video_mask"].bool().any(dim=1)} if "video" in emb else None
         out.update(self.alignment(emb, batch.get("caption_emb"), batch.get("text_sim"), negatives, present))

@@ -49,7 +49,9 @@ class SequenceTransformer(nn.Module):
         self.encoder = TransformerEncoder(n_layers, latent_dim, n_heads, ff_dim, dropout, activation, backend)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.proj(x)
+        # Inputs come in float32 (features, backbone outputs); the first learned layer sets the
+        # compute dtype (bf16 when DeepSpeed holds the weights in bf16).
+        h = self.proj(x.to(self.proj.weight.dtype))
         mask = mask.bool()
         if self.cls is not None:
             h = torch.cat([self.cls.expand(h.shape[0], -1, -1).to(h.dtype), h], dim=1)

@@ -43,6 +43,10 @@ class TrimoModelConfig:
 
 
 class TrimoModel(nn.Module):
+    # Buffers DeepSpeed keeps in float32 under bf16/fp16 even when its config casts buffers
+    # (data_types.buffer_dtype): normalization statistics must not be rounded.
+    _keep_in_fp32_modules_strict = ["feat_mean", "feat_std", "running_mean", "running_var"]
+
     def __init__(self, cfg: TrimoModelConfig, text_backbone: nn.Module | None = None,
                  vision_tower: nn.Module | None = None):
         """text_backbone / vision_tower: prebuilt HF models (export loading, tests); None = per config."""
@@ -67,7 +71,8 @@ class TrimoModel(nn.Module):
         self.retrieval.set_feature_stats(self.feat_mean, self.feat_std)
 
     def normalize(self, motion: torch.Tensor) -> torch.Tensor:
-        return (motion - self.feat_mean.to(motion.dtype)) / self.feat_std.to(motion.dtype)
+        """Raw features -> normalized, in float32 (the encoders cast to their weights' dtype)."""
+        return (motion.float() - self.feat_mean.float()) / self.feat_std.float()
 
     def forward(self, batch: dict, task: str) -> dict[str, torch.Tensor]:
         if task == "retrieval":

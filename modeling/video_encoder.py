@@ -40,8 +40,6 @@ class VideoEncoder(nn.Module):
         if cfg.mode == "frozen":
             self.tower.requires_grad_(False)
         self.image_size = self.tower.config.image_size
-        self.register_buffer("pixel_mean", torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1), persistent=False)
         self.temporal = SequenceTransformer(self.tower.config.hidden_size, cfg.latent_dim, cfg.n_layers, cfg.n_heads,
                                             cfg.ff_dim, cfg.dropout, cfg.activation, backend, pooling="mean")
 
@@ -61,7 +59,11 @@ class VideoEncoder(nn.Module):
         if frames.shape[-2:] != (self.image_size, self.image_size):
             frames = F.interpolate(frames, size=(self.image_size, self.image_size), mode="bilinear",
                                    align_corners=False, antialias=True)
-        pixels = (frames - self.pixel_mean.to(frames.dtype)) / self.pixel_std.to(frames.dtype)
+        # CLIP's normalization in float32 (constants, not buffers: a bf16 cast of the module can't
+        # round them); the tower casts the pixels to its own dtype.
+        frames = frames.float()
+        pixels = (frames - frames.new_tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1)) / \
+            frames.new_tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.cfg.mode != "frozen"):
             per_frame = self.tower(pixel_values=pixels).pooler_output
         feats = per_frame.new_zeros(b, n, per_frame.shape[-1])

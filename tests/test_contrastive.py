@@ -280,3 +280,5 @@ def test_car_accuracy_counts_owner_preferences():
     # owner 0's negative is less similar than its caption (success); owner 1's equals it (a tie fails)
     neg = torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
     assert float(car_accuracy(m, t, neg, torch.tensor([0, 1]))) == 0.5
+    # no negative at all: undefined, not 0 or 1
+    assert math.isnan(float(car_accuracy(m, t, neg[:0], torch.zeros(0, dtype=torch.long))))

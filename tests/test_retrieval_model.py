@@ -1,5 +1,6 @@
 """The assembled retrieval model: batch contract, missing modalities, fusion + decoder, overfitting."""
 import itertools
+import math
 import time
 
 import pytest
@@ -92,7 +93,7 @@ def test_negatives_enter_the_motion_text_loss(tokenizer):
         with_neg = model(make_batch(tokenizer, video=False))
         without = model(make_batch(tokenizer, video=False, negatives=False))
     assert float(with_neg["align_mt"]) > float(without["align_mt"])   # extra columns only add denominator mass
-    assert "car_accuracy" not in without
+    assert math.isnan(float(without["car_accuracy"]))   # no caption could be shuffled: undefined
     model.cfg.use_chronological_negatives = False
     with torch.no_grad():
         off = model(make_batch(tokenizer, video=False))

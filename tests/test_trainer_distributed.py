@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,51 +25,32 @@ from safetensors.torch import load_file
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "distributed"))
 import trainer_fixtures  # noqa: E402
+from trainer_fixtures import ACCELERATE, free_port, run  # noqa: E402
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
-ACCELERATE = str(Path(sys.executable).parent / "accelerate")
 STEPS = 10
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("trainer_dist")
     overrides = trainer_fixtures.write_all(root / "data")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", WANDB_MODE="offline",
-               DS_ACCELERATOR="cpu", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1",
-               WANDB_DIR=str(root / "wandb"), WANDB_CACHE_DIR=str(root / "wandb_cache"),
-               WANDB_CONFIG_DIR=str(root / "wandb_config"), WANDB_DATA_DIR=str(root / "wandb_data"),
-               PYTHONPATH=str(REPO))
-    (root / "wandb").mkdir()
-    return root, [f"{k}={v}" for k, v in overrides.items()], env
+    return root, [f"{k}={v}" for k, v in overrides.items()], trainer_fixtures.launch_env(root)
 
 
 def launch_cmd(stage: int, out: Path, overrides: list[str], extra: list[str] = (), machine: tuple[int, int] | None = None,
                port: int | None = None) -> list[str]:
-    cmd = [ACCELERATE, "launch", "--num_processes", "2", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--use_deepspeed", "--deepspeed_config_file", str(REPO / "configs" / "deepspeed" / f"zero{stage}.json"),
-           "--main_process_port", str(port or free_port())]
+    """The README's launch: accelerate_config.yaml (ZeRO-2), another stage from its DeepSpeed JSON."""
+    cmd = [ACCELERATE, "launch", "--config_file", "accelerate_config.yaml", "--main_process_port", str(port or free_port())]
+    if stage != 2:
+        cmd += ["--deepspeed_config_file", f"configs/deepspeed/zero{stage}.json"]
     if machine is None:
-        cmd += ["--num_machines", "1"]
-    else:
-        cmd += ["--num_machines", "2", "--machine_rank", str(machine[0]), "--main_process_ip", "127.0.0.1",
-                "--deepspeed_multinode_launcher", "standard"]
-    return cmd + [str(REPO / "launch" / "train.py"), "--config", str(REPO / "configs" / "tiny_test.yaml"),
+        cmd += ["--num_processes", "2"]
+    else:   # two "nodes" of one process each, as the README's several-node command
+        cmd += ["--num_machines", "2", "--num_processes", "2", "--machine_rank", str(machine[0]),
+                "--main_process_ip", "127.0.0.1"]
+    return cmd + ["launch/train.py", "--config", "configs/tiny_test.yaml",
                   f"run.output_dir={out}", f"run.max_steps={STEPS}", *overrides, *extra]
-
-
-def run(cmd: list[str], env: dict, extra_env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, env=dict(env, **(extra_env or {})), cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return proc
 
 
 def losses(run_dir: Path) -> dict[int, float]:

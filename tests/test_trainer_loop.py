@@ -80,8 +80,56 @@ def test_stops_after_n_nonfinite_in_a_row(data, monkeypatch, capsys):
             "optim.max_nonfinite_in_a_row=3", *overrides]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "3 non-finite losses in a row at step 1" in err
+    assert "3 non-finite events in a row at step 1" in err
     assert not (root / "nan" / "metrics.jsonl").exists()
+
+
+def test_nonfinite_gradient_skips_the_update(data, monkeypatch, capsys):
+    """A finite loss with a non-finite gradient (step 2): no update (the weights stay as they
+    were), counted and said; training goes on and the lr curve is unchanged."""
+    from safetensors.torch import load_file
+
+    root, overrides = data
+    run_dir = root / "nan_grad"
+    monkeypatch.setenv("TRIMO_TEST_NONFINITE_GRAD_STEPS", "1")
+    assert main(["--config", str(REPO / "configs" / "tiny_test.yaml"), f"run.output_dir={run_dir}", "run.max_steps=3",
+                 *overrides, "checkpoint.every=1", "checkpoint.keep_last=3", "--no-export"]) == 0
+    recs = records(run_dir)
+    assert [r["update_skipped"] for r in recs] == [False, True, False]
+    assert [r["nonfinite_total"] for r in recs] == [0, 1, 1]
+    assert recs[1]["grad_norm"] is None and recs[0]["grad_norm"] > 0   # NaN is logged as null
+    assert "the gradient was not finite, no update" in capsys.readouterr().out
+    weights = [load_file(str(run_dir / "checkpoints" / f"step-{s:08d}" / "model.safetensors")) for s in (1, 2, 3)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert not all(torch.equal(weights[1][k], weights[2][k]) for k in weights[1])
+    curve = lr_multiplier("cosine", 1e-3, 1e-4, total_steps=3, warmup_steps=2)
+    assert [r["lr"] for r in recs] == pytest.approx([1e-3 * curve(s) for s in range(3)])
+
+
+def test_dropout_seed_is_the_ranks_and_accumulation_syncs_once(data, monkeypatch):
+    """The training draws (dropout) are seeded per rank after the weights are built from the
+    shared seed; with 3 micro-batches per step, the first 2 run without DDP's all-reduce."""
+    from contextlib import contextmanager
+
+    from trainer.experiment import load_experiment
+    from trainer.loop import Trainer, rank_seed
+
+    root, overrides = data
+    cfg = load_experiment([REPO / "configs" / "tiny_test.yaml"],
+                          [*overrides, f"run.output_dir={root / 'accum'}", "run.max_steps=2", "optim.grad_accum=3"])
+    trainer = Trainer(cfg)
+    assert len({rank_seed(cfg.run.seed, rank) for rank in range(8)}) == 8
+    assert torch.equal(torch.rand(5), torch.rand(5, generator=torch.Generator().manual_seed(rank_seed(cfg.run.seed, 0))))
+    unsynced = []
+
+    @contextmanager
+    def no_sync(model):
+        unsynced.append(model)
+        yield
+
+    monkeypatch.setattr(trainer.accelerator, "no_sync", no_sync)
+    assert trainer.fit()["status"] == "finished"
+    assert len(unsynced) == 2 * 2 and all(m is trainer.model for m in unsynced)
 
 
 def test_missing_shards_say_how_to_build_the_demo(data, capsys, tmp_path):

@@ -62,7 +62,7 @@ def tiny_model(tmp_path_factory):
     return TrimoModel(cfg.model), cfg
 
 
-def test_adamw_groups_skip_norms_biases_and_temperature(tiny_model):
+def test_adamw_decays_only_weight_matrices(tiny_model):
     model, cfg = tiny_model
     opt = build_optimizer(model, 1e-3, 0.01, (0.9, 0.999), 1e-8)
     decay, no_decay = opt.param_groups
@@ -77,11 +77,56 @@ def test_adamw_groups_skip_norms_biases_and_temperature(tiny_model):
     assert not any(n.rsplit(".", 1)[-1].startswith("bias") for n in decay_set)   # incl. GRU bias_ih_l0
     assert "localization.predictor.start_gru.bias_ih_l0" in no_decay_set
     assert "localization.predictor.start_gru.weight_ih_l0" in decay_set
+    # embedding tables, learned tokens and other vectors: no decay
+    for name in ("retrieval.motion_encoder.transformer.cls", "retrieval.text_encoder.temporal.cls",
+                 "localization.matcher.label_embedding.weight", "localization.predictor.start_labels.weight",
+                 "retrieval.video_encoder.tower.embeddings.class_embedding",
+                 "retrieval.video_encoder.tower.embeddings.position_embedding.weight", "localization.fusion.w_product"):
+        assert name in no_decay_set, name
+    modules = dict(model.named_modules())
+    for name in decay_set:   # every decayed parameter is the weight matrix of a linear map
+        owner = modules[name.rsplit(".", 1)[0]]
+        assert isinstance(owner, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.GRU)), name
+        assert dict(model.named_parameters())[name].ndim >= 2
     # LoRA: the frozen base weights of the text backbone are not in the optimizer
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert decay_set | no_decay_set == trainable
     assert not any("text_encoder.backbone" in n and "lora_" not in n for n in trainable)
     assert no_decay_names(model) == no_decay_set
+
+
+# ---- precision ----------------------------------------------------------------------------------
+
+def test_every_head_runs_with_weights_in_bf16(tmp_path):
+    """DeepSpeed's bf16 casts the parameters and keeps the buffers in float32; fp32 batches go in.
+    Every head (MLP with the GCN S-Enc included) trains and infers, and the statistics stay exact
+    (the 2-rank DeepSpeed runs of test_trainer_launches cover the rest of the path)."""
+    import trainer_fixtures
+    from modeling.trimo_model import TrimoModel
+    from trainer.probe import probe_batch
+    from transformers import AutoTokenizer
+
+    backbone = trainer_fixtures.write_text_backbone(tmp_path / "bb")
+    cfg = load_experiment([REPO / "configs" / "tiny_test.yaml"],
+                          ["data.retrieval.index=x", "data.localization.index=y", f"model.retrieval.text.backbone={backbone}",
+                           "model.localization.variant=mlp", "model.retrieval.motion.use_gcn=true"])
+    model = TrimoModel(cfg.model)
+    mean, std = torch.linspace(-1, 1, 263) * 1.001, torch.linspace(0.5, 2, 263) * 1.001
+    model.set_feature_stats(mean, std)
+    for p in model.parameters():
+        p.data = p.data.bfloat16()
+    batch = probe_batch(AutoTokenizer.from_pretrained(str(backbone)), max_tokens=32)
+    batch.update(gt_start_s=torch.tensor([0.5, 0.2, 0.1]), gt_end_s=torch.tensor([2.0, 1.5, 1.0]))
+    out = model(batch, "localization")
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and out["loss"].dtype == torch.float32
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.retrieval.motion_encoder.gcn.parameters())
+    model.eval()
+    with torch.no_grad():
+        embedded, located = model(batch, "embed"), model(batch, "localize")
+    assert all(torch.isfinite(v.float()).all() for v in [*embedded.values(), located["p_start"]])
+    assert model.feat_mean.dtype == torch.float32 and torch.equal(model.feat_mean, mean)
+    assert torch.equal(model.retrieval.motion_encoder.feat_std, torch.where(std < 1e-6, 1.0, std))
 
 
 # ---- task mixing and negatives ------------------------------------------------------------------
@@ -134,6 +179,56 @@ def test_caption_cache_file_is_shared_exact_and_model_bound(tmp_path):
     assert CaptionEmbedder(str(other), cache_file=cache).cache == {}   # another model: not reused
     cache.write_bytes(b"not a safetensors file")
     assert CaptionEmbedder(str(backbone), cache_file=cache).cache == {}
+
+
+def test_caption_cache_writers_sharing_a_folder_never_clobber_each_other(tmp_path, monkeypatch):
+    """Two nodes on one shared folder may run writers with the same pid, and flock may not lock
+    across NFS clients: writer A is held between writing its file and renaming it while writer B
+    (same pid, no working lock) saves completely. Both saves succeed and the cache stays whole."""
+    import threading
+    from contextlib import nullcontext
+
+    import filelock
+    import safetensors.torch as st
+
+    import trainer_fixtures
+    from trainer.data import CaptionEmbedder
+
+    backbone = trainer_fixtures.write_text_backbone(tmp_path / "bb")
+    cache = tmp_path / "shared" / "captions.safetensors"
+    a, b = CaptionEmbedder(str(backbone), cache_file=cache), CaptionEmbedder(str(backbone), cache_file=cache)
+    a(["a person walks"])
+    b(["a person jumps"])
+    monkeypatch.setattr(filelock, "FileLock", lambda path: nullcontext())   # a lock that does not lock
+    monkeypatch.setattr("os.getpid", lambda: 4242)                          # the same pid on both "nodes"
+    written, go_on = threading.Event(), threading.Event()
+    real_save = st.save_file
+
+    def save_then_wait(tensors, path, metadata=None):
+        real_save(tensors, path, metadata=metadata)
+        if threading.current_thread().name == "A":
+            written.set()
+            go_on.wait(30)
+
+    monkeypatch.setattr(st, "save_file", save_then_wait)
+    errors = []
+
+    def save_a():
+        try:
+            a.save()
+        except Exception as err:   # noqa: BLE001 - reported below
+            errors.append(err)
+
+    thread = threading.Thread(target=save_a, name="A")
+    thread.start()
+    assert written.wait(30)
+    b.save()
+    go_on.set()
+    thread.join(30)
+    assert not errors, errors
+    kept = CaptionEmbedder(str(backbone), cache_file=cache).cache
+    assert set(kept) in ({"a person walks"}, {"a person walks", "a person jumps"})   # whole; A renamed last
+    assert [p.name for p in cache.parent.iterdir()] == [cache.name]                    # no temporary left
 
 
 def test_task_for_step_patterns():
@@ -230,6 +325,27 @@ def test_checkpoints_are_atomic_pruned_and_resolvable(tmp_path):
 def test_shipped_configs_load(path):
     cfg = load_experiment([path], ["data.retrieval.index=x", "data.localization.index=y"])
     assert cfg.run.max_steps > 0
+
+
+def test_string_overrides_stay_strings():
+    """YAML reads `no`, `off`, `yes` as booleans; a string field given one on the command line keeps the word."""
+    cfg = load_experiment([], ["data.retrieval.index=x", "data.localization.index=y", "optim.mixed_precision=no",
+                               "run.name=off", "data.retrieval.urls=null"])
+    assert cfg.optim.mixed_precision == "no" and cfg.run.name == "off" and cfg.data.retrieval.urls is None
+
+
+def test_precision_auto_is_bf16_where_the_hardware_or_launcher_says(monkeypatch):
+    from trainer.loop import resolve_precision
+
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    assert resolve_precision("bf16") == "bf16" and resolve_precision("no") == "no"
+    assert resolve_precision("auto") == ("bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+                                         else "no")
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    assert resolve_precision("auto") == "bf16"
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
+    with pytest.raises(ConfigError, match="bf16 or fp32"):
+        resolve_precision("auto")
 
 
 def test_config_rejects_test_split_and_unknown_mixing():

@@ -9,11 +9,13 @@ outputs (`config.yaml`), and downstream tools re-read it from there.
 from __future__ import annotations
 
 import difflib
+import json
 from dataclasses import is_dataclass
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.nodes import StringNode
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 T = TypeVar("T")
@@ -77,6 +79,18 @@ def _is_structured(schema: DictConfig, dotted: str) -> bool:
     return isinstance(node, DictConfig) and OmegaConf.get_type(node) not in (dict, None)
 
 
+def _quote_if_string(schema: DictConfig, item: str) -> str:
+    """`key=value` with the value quoted when `key` is a string field: YAML would read
+    `optim.mixed_precision=no` as the boolean false (and `yes`, `on`, `off` likewise)."""
+    key, _, value = item.partition("=")
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(schema, parent, throw_on_missing=False) if parent else schema
+    is_string = isinstance(node, DictConfig) and leaf in node and isinstance(node._get_node(leaf), StringNode)
+    if not is_string or value in ("null", "~") or value[:1] in ("'", '"'):
+        return item
+    return f"{key}={json.dumps(value)}"
+
+
 def load_config(
     schema: type[T],
     files: Sequence[str | Path] = (),
@@ -106,7 +120,7 @@ def load_config(
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"override '{item}' must look like key.sub=value")
         try:
-            layers.append((OmegaConf.from_dotlist([item]), f"override '{item}'"))
+            layers.append((OmegaConf.from_dotlist([_quote_if_string(base, item)]), f"override '{item}'"))
         except OmegaConfBaseException as e:
             raise ConfigError(f"override '{item}': {e}") from None
     cfg = base

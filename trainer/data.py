@@ -141,10 +141,16 @@ class CaptionEmbedder:
         return torch.stack([self.cache[t] for t in texts])
 
     def save(self) -> None:
-        """Merge this process's new captions into `cache_file` (no-op without one or without news)."""
+        """Merge this process's new captions into `cache_file` (no-op without one or without news).
+
+        The file is always whole: each writer writes its own temporary file (a unique name, also
+        across nodes that share the folder) and renames it over the cache. The lock only keeps
+        concurrent writers from dropping each other's new captions; where it does not lock (flock
+        on some NFS setups), a lost caption is embedded again by a later run, nothing worse."""
         if self.cache_file is None or not self._new:
             return
         import json
+        import tempfile
 
         from filelock import FileLock
         from safetensors.torch import save_file
@@ -154,10 +160,15 @@ class CaptionEmbedder:
             merged = self._read(self.cache_file) if self.cache_file.is_file() else {}
             merged.update(self.cache)
             captions = sorted(merged)
-            tmp = self.cache_file.with_name(self.cache_file.name + f".tmp{os.getpid()}")
-            save_file({"embeddings": torch.stack([merged[c] for c in captions]).contiguous()}, str(tmp),
-                      metadata={"model": self.model_id, "captions": json.dumps(captions)})
-            os.replace(tmp, self.cache_file)
+            fd, tmp = tempfile.mkstemp(prefix=self.cache_file.name + ".", suffix=".tmp", dir=self.cache_file.parent)
+            os.close(fd)
+            try:
+                save_file({"embeddings": torch.stack([merged[c] for c in captions]).contiguous()}, tmp,
+                          metadata={"model": self.model_id, "captions": json.dumps(captions)})
+                os.replace(tmp, self.cache_file)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
         self._new = 0
 
 

@@ -60,12 +60,14 @@ class DataConfig:
 @dataclass
 class OptimConfig:
     lr: float = 1e-4                   # LAVIMO: 1e-4
-    weight_decay: float = 0.01         # not applied to norms, biases, the temperature, embeddings
+    weight_decay: float = 0.01         # on weight matrices of linear maps only (trainer/optim.py)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     grad_clip: float = 1.0             # max global grad norm; 0 = off
     grad_accum: int = 1
-    mixed_precision: str = "auto"      # auto (the launcher's setting) | no | bf16
+    # auto: bf16 on a GPU that supports it (or when `accelerate launch --mixed_precision bf16` asks),
+    # fp32 elsewhere | no (fp32) | bf16. Under DeepSpeed, bf16 weights with fp32 master weights.
+    mixed_precision: str = "auto"
     max_nonfinite_in_a_row: int = 10   # stop the run after this many skipped steps in a row
 
 

@@ -1,7 +1,9 @@
 """Export a trained model and load it back (`load_pretrained`, used by evaluation and search).
 
 An export folder holds:
-    model.safetensors     the full consolidated state dict (fp32 of a fp32 run; gathered under ZeRO-3)
+    model.safetensors     the full consolidated state dict in float32 (gathered under ZeRO-3); after
+                          DeepSpeed bf16 training the trained weights are the optimizer's fp32
+                          masters, frozen weights the bf16 values the run computed with
     config.yaml           the resolved experiment config
     text_backbone/        the text backbone's HF config + tokenizer (weights are in model.safetensors)
     vision_tower/         the CLIP vision tower's HF config (if the model has video)
@@ -27,13 +29,14 @@ def export_model(accelerator, model, cfg, out_dir: str | Path) -> Path:
     from modeling.text_encoder import load_tokenizer
 
     out = Path(out_dir)
-    state = accelerator.get_state_dict(model)   # full dict on the main process (ZeRO-3: None elsewhere)
+    state = full_precision_state_dict(accelerator, model)
     unwrapped = accelerator.unwrap_model(model)
     backbone = unwrapped.retrieval.text_encoder.backbone
     is_lora = cfg.model.retrieval.text.mode == "lora"
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+        tensors = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous().clone()
+                   for k, v in state.items()}
         save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
         save_config(cfg, out)
         base = backbone.get_base_model() if is_lora else backbone
@@ -50,6 +53,24 @@ def export_model(accelerator, model, cfg, out_dir: str | Path) -> Path:
                                  is_main_process=accelerator.is_main_process)
     accelerator.wait_for_everyone()
     return out
+
+
+def full_precision_state_dict(accelerator, model) -> dict[str, torch.Tensor] | None:
+    """The whole state dict on the main process (None elsewhere under ZeRO-3); call on every rank.
+
+    DeepSpeed in bf16 keeps bf16 copies in the module and the trained weights as fp32 masters in
+    the optimizer: those replace the module's copies here (gathered, a collective per tensor)."""
+    state = accelerator.get_state_dict(model)
+    if accelerator.state.deepspeed_plugin is None:
+        return state
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    for name, param in accelerator.unwrap_model(model).named_parameters():
+        if param.requires_grad and param.dtype != torch.float32:   # the same on every rank
+            master = safe_get_full_fp32_param(param)
+            if state is not None:
+                state[name] = master.detach().cpu()
+    return state
 
 
 def _backbone_from_config(path: Path):

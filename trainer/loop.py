@@ -2,8 +2,11 @@
 checkpoints with exact resume, validation, export, preemption and non-finite handling.
 
 One step = one optimizer update = `optim.grad_accum` accepted micro-batches. A micro-batch whose
-loss is not finite on any rank is skipped on every rank (no backward), counted and logged; the
-run stops with a message after `optim.max_nonfinite_in_a_row` skips in a row.
+loss is not finite on any rank is skipped on every rank (no backward), counted and logged; an
+update whose gradient is not finite is skipped on every rank (DeepSpeed checks it in its step,
+plain torch by the clipping norm), counted and logged; the run stops with a message after
+`optim.max_nonfinite_in_a_row` such events without an update in between. The lr schedule advances
+once per step, also when the update was skipped, so the lr is a function of the step alone.
 
 Exact resume: the DeepSpeed/accelerate state (model, optimizer, scheduler, per-rank torch/numpy/
 python RNG states) comes from `accelerator.load_state`, the readers continue from their saved
@@ -18,13 +21,15 @@ error: start a new run (e.g. from the exported weights) to change the curve.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from trainer.checkpoint import load_trainer_state, mark_best, resolve_checkpoint, save_checkpoint
@@ -36,11 +41,15 @@ from trainer.metrics_log import RunLogger
 from trainer.optim import build_optimizer
 from trainer.schedule import build_scheduler
 
-# Test hooks: make the loss non-finite at these steps (comma list), or SIGKILL this process
-# right after the checkpoint of this step is complete.
+# Test hooks: make the loss non-finite at these step indices (comma list; "3" = the first
+# micro-batch of step index 3, "3*" = all of them), or keep the loss finite and make its gradient
+# non-finite; or SIGKILL this process right after the checkpoint of this step is complete.
 NONFINITE_ENV = "TRIMO_TEST_NONFINITE_STEPS"
-# Test hook: after training, save the model's outputs on trainer.probe's fixed batch here.
+NONFINITE_GRAD_ENV = "TRIMO_TEST_NONFINITE_GRAD_STEPS"
+# Test hooks: after training, save the model's outputs on trainer.probe's fixed batch here; save
+# the full gradient of the first step (before clipping and the update) here.
 PROBE_ENV = "TRIMO_TEST_PROBE_OUT"
+GRADIENTS_ENV = "TRIMO_TEST_FIRST_GRADIENTS_OUT"
 KILL_AFTER_ENV = "TRIMO_TEST_KILL_AFTER_STEP"
 # Test hook: this process sends itself SIGTERM after this step (preemption).
 SIGNAL_AT_ENV = "TRIMO_TEST_SIGTERM_AT_STEP"
@@ -50,17 +59,51 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
+def resolve_precision(setting: str) -> str:
+    """optim.mixed_precision -> "bf16" or "no". "auto": bf16 when the launcher asks for it
+    (`accelerate launch --mixed_precision bf16`) or on a CUDA GPU that supports it, fp32 elsewhere."""
+    if setting != "auto":
+        return setting
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+    if launcher not in ("no", "bf16"):
+        raise ConfigError(f"accelerate launch --mixed_precision {launcher}: trimo trains in bf16 or fp32 "
+                          "(fp16 would need loss scaling); use --mixed_precision bf16 or optim.mixed_precision=bf16")
+    if launcher == "bf16" or (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
+        return "bf16"
+    return "no"
+
+
 def make_accelerator(cfg: ExperimentConfig):
     from accelerate import Accelerator
-    from accelerate.utils import InitProcessGroupKwargs
+    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
     # CPU has no NCCL; without an explicit gloo backend every rank believes it is rank 0 of 1.
-    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    handlers = [InitProcessGroupKwargs(backend="gloo")] if launched and not torch.cuda.is_available() else []
-    precision = None if cfg.optim.mixed_precision == "auto" else cfg.optim.mixed_precision
-    # No DataLoader goes through `prepare`: the shard reader splits by rank itself.
-    return Accelerator(gradient_accumulation_steps=cfg.optim.grad_accum, mixed_precision=precision,
-                       kwargs_handlers=handlers)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    on_cpu = world > 1 and not torch.cuda.is_available()
+    handlers = [InitProcessGroupKwargs(backend="gloo")] if on_cpu else []
+    # Plain DDP on a machine without GPUs (`accelerate launch --multi_gpu` there): accelerate
+    # would leave every process training alone unless told the processes are CPU ones.
+    cpu_ddp = on_cpu and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() != "true"
+    # Plain DDP (no DeepSpeed): a step may leave parameters without a gradient (the other task's
+    # head under alternate/random mixing, the video tower on a batch without video), which DDP's
+    # reducer refuses unless it looks for them.
+    handlers.append(DistributedDataParallelKwargs(find_unused_parameters=True))
+    # No DataLoader goes through `prepare`: the shard reader splits by rank itself. The lr
+    # schedule is stepped by the loop once per optimizer step: accelerate's default would step
+    # it once per process and step (it assumes batches that grow with the number of processes).
+    acc = Accelerator(gradient_accumulation_steps=cfg.optim.grad_accum,
+                      mixed_precision=resolve_precision(cfg.optim.mixed_precision),
+                      step_scheduler_with_optimizer=False, kwargs_handlers=handlers, cpu=cpu_ddp)
+    if acc.num_processes != world:
+        raise ConfigError(f"{world} processes were launched, but accelerate set up {acc.num_processes}: "
+                          "launch with `accelerate launch --config_file accelerate_config.yaml` (DeepSpeed) or "
+                          "`accelerate launch --multi_gpu --num_processes N` (DDP)")
+    return acc
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The torch seed of one rank's training draws (dropout): different on every rank."""
+    return int(np.random.default_rng([seed, rank, 0x5EED]).integers(2**62))
 
 
 @contextmanager
@@ -138,6 +181,7 @@ class Trainer:
         _fill_deepspeed_config(acc, cfg, max(getattr(cfg.data, t).batch_size for t in self.tasks))
         self.model, self.optimizer, self.scheduler = acc.prepare(self.model, optimizer, scheduler)
         self.uses_deepspeed = acc.state.deepspeed_plugin is not None
+        torch.manual_seed(rank_seed(cfg.run.seed, self.rank))   # dropout masks differ between ranks
         if resume_dir:
             acc.load_state(str(resume_dir))   # after prepare (DeepSpeed engine, RNG states)
             for t in self.tasks:
@@ -200,53 +244,79 @@ class Trainer:
         flag = torch.tensor([1.0 if self.stop_signal is not None else 0.0], device=self.accelerator.device)
         return self.accelerator.reduce(flag, "sum").item() > 0
 
-    def train_step(self, step: int, nonfinite_steps: set[tuple[int, str]]) -> dict[str, Any]:
-        """Run micro-batches until `grad_accum` of them were finite; returns the step's metrics."""
+    def train_step(self, step: int, test_hooks: dict[str, set[int]]) -> dict[str, Any]:
+        """Run micro-batches until `grad_accum` of them were finite, then one optimizer update
+        (skipped on every rank when the gradient is not finite); returns the step's metrics."""
         acc, cfg = self.accelerator, self.cfg
         task = task_for_step(step, cfg.data.mixing, cfg.data.localization_ratio, cfg.run.seed, self.tasks)
-        lr = self.scheduler.get_last_lr()[0]   # the lr of this step (DeepSpeed steps the scheduler in backward)
-        sums: dict[str, float] = {}
+        lr = self.scheduler.get_last_lr()[0]   # the lr of this step
+        values: dict[str, list[float]] = {}
         accepted = tries = skipped = 0
         samples = 0
         while accepted < cfg.optim.grad_accum:
             batch = self._micro_batch(task, step, tries)
             tries += 1
-            out = self.model(batch, task)
-            loss = out["loss"]
-            if (step, "first") in nonfinite_steps and tries == 1 or (step, "all") in nonfinite_steps:
-                loss = loss * float("nan")
-            if not self._all_finite(loss):
-                skipped += 1
-                self.state["nonfinite_total"] += 1
-                self.state["nonfinite_in_a_row"] += 1
-                if self.state["nonfinite_in_a_row"] >= cfg.optim.max_nonfinite_in_a_row:
-                    raise NonFiniteLossError(
-                        f"{self.state['nonfinite_in_a_row']} non-finite losses in a row at step {step + 1}: stopping. "
-                        "Lower optim.lr, check the data (tools/validate_shards.py), or resume from an earlier checkpoint")
-                continue
-            self.state["nonfinite_in_a_row"] = 0
-            accepted += 1
-            acc.sync_gradients = accepted == cfg.optim.grad_accum   # DeepSpeed steps only at the boundary
-            acc.backward(loss)
+            last = accepted == cfg.optim.grad_accum - 1
+            # DDP all-reduces in the backward of the last micro-batch only; forward and backward of
+            # the others run without it. (A no-op under DeepSpeed, which accumulates on its own.)
+            with nullcontext() if last else acc.no_sync(self.model):
+                out = self.model(batch, task)
+                loss = out["loss"]
+                if step in test_hooks["nonfinite_all"] or (step in test_hooks["nonfinite_first"] and tries == 1):
+                    loss = loss * float("nan")
+                if not self._all_finite(loss):
+                    skipped += 1
+                    self._count_nonfinite(step, "micro-batch(es) with a non-finite loss")
+                    continue
+                if step in test_hooks["nonfinite_grad"]:
+                    loss.register_hook(lambda grad: grad * float("nan"))
+                accepted += 1
+                if self.uses_deepspeed:
+                    self.model.set_gradient_accumulation_boundary(last)
+                    self.model.backward(loss)
+                else:
+                    acc.backward(loss)
             for k, v in out.items():
                 if isinstance(v, torch.Tensor) and v.numel() == 1:
-                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                    values.setdefault(k, []).append(float(v.detach()))
             samples += sum(len(b["text_input_ids"]) for b in (batch.values() if task == "joint" else [batch]))
-        grad_norm = None
+        if step == 0 and os.environ.get(GRADIENTS_ENV):
+            self.save_gradients(os.environ[GRADIENTS_ENV])
         if self.uses_deepspeed:
-            grad_norm = self.model.get_global_grad_norm()
+            self.model.step()   # clips, and skips the update when the gradient is not finite
+            applied = self.model.was_step_applied()
+            grad_norm = self.model.get_global_grad_norm()   # None when DeepSpeed does not clip
+            grad_norm = None if grad_norm is None else float(grad_norm)
         else:
-            if cfg.optim.grad_clip > 0:
-                grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
-            self.optimizer.step()
-        self.scheduler.step()
+            grad_norm = float(acc.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip or float("inf")))
+            applied = math.isfinite(grad_norm)
+            if applied:
+                self.optimizer.step()
         self.optimizer.zero_grad()
-        means = {k: v / accepted for k, v in sums.items()}
+        self.scheduler.step()   # a skipped update still uses up its step of the schedule
+        if applied:
+            self.state["nonfinite_in_a_row"] = 0
+        else:
+            self._count_nonfinite(step, "update skipped: the gradient is not finite")
+        # A metric may be undefined in a micro-batch (CAR accuracy without shuffleable captions):
+        # NaN there, left out of the step's mean; every rank reports the same keys.
+        means = {k: _finite_mean(v) for k, v in values.items()}
         reduced = acc.reduce(torch.tensor(list(means.values()), dtype=torch.float64, device=acc.device), "mean")
         metrics = dict(zip(means, reduced.tolist()))
-        metrics.update(task=task, lr=lr, grad_norm=None if grad_norm is None else float(grad_norm),
-                       nonfinite_skipped=skipped, samples=samples * self.world)
+        metrics.update(task=task, lr=lr, grad_norm=grad_norm, nonfinite_skipped=skipped, update_skipped=not applied,
+                       samples=samples * self.world)
         return metrics
+
+    def _count_nonfinite(self, step: int, what: str) -> None:
+        self.state["nonfinite_total"] += 1
+        self.state["nonfinite_in_a_row"] += 1
+        if self.state["nonfinite_in_a_row"] >= self.cfg.optim.max_nonfinite_in_a_row:
+            raise NonFiniteLossError(
+                f"{self.state['nonfinite_in_a_row']} non-finite events in a row at step {step + 1} (last: {what}): "
+                "stopping. Lower optim.lr, check the data (tools/validate_shards.py), or resume from an earlier checkpoint")
+
+    def global_batch(self) -> str:
+        return " + ".join(f"{getattr(self.cfg.data, t).batch_size * self.world} {t}" for t in self.tasks)
 
     # --- state ----------------------------------------------------------------------------
     def trainer_state(self) -> dict[str, Any]:
@@ -270,9 +340,12 @@ class Trainer:
         if self.resumed_from is not None:
             logger.message(f"resumed from {self.resumed_from} at step {self.state['step']}")
         self._install_signal_handlers()
-        # "3" = the first micro-batch of step index 3, "3*" = all of them
-        nonfinite_steps = {(int(s.rstrip("*")), "all" if s.endswith("*") else "first")
-                           for s in os.environ.get(NONFINITE_ENV, "").split(",") if s.strip()}
+        test_hooks = _test_hooks()
+        engine = f"DeepSpeed ZeRO-{self.model.zero_optimization_stage()}" if self.uses_deepspeed else \
+            {"NO": "no DeepSpeed"}.get(acc.distributed_type.value, f"DDP ({acc.distributed_type.value})")
+        logger.message(f"{self.world} process{'es' if self.world > 1 else ''}, {engine}, "
+                       f"{'fp32' if acc.mixed_precision == 'no' else acc.mixed_precision}; global batch "
+                       f"{self.global_batch()} samples per micro-batch, {cfg.optim.grad_accum} micro-batch(es) per step")
         kill_after = int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
         signal_at = int(os.environ.get(SIGNAL_AT_ENV, "0") or 0)
         self.model.train()
@@ -282,7 +355,7 @@ class Trainer:
             while self.state["step"] < cfg.run.max_steps:
                 step = self.state["step"]
                 t0 = time.perf_counter()
-                metrics = self.train_step(step, nonfinite_steps)
+                metrics = self.train_step(step, test_hooks)
                 self.state["step"] = step = step + 1
                 samples = metrics.pop("samples")
                 self.state["samples"] += samples
@@ -296,7 +369,10 @@ class Trainer:
                 logger.progress(step, metrics.get("loss"), record["samples_per_s"])
                 if metrics["nonfinite_skipped"]:
                     logger.message(f"step {step}: skipped {metrics['nonfinite_skipped']} micro-batch(es) with a "
-                                   f"non-finite loss ({self.state['nonfinite_total']} so far)")
+                                   f"non-finite loss ({self.state['nonfinite_total']} non-finite events so far)")
+                if metrics["update_skipped"]:
+                    logger.message(f"step {step}: the gradient was not finite, no update "
+                                   f"({self.state['nonfinite_total']} non-finite events so far)")
                 improved = bool(cfg.validation.every) and step % cfg.validation.every == 0 and self.validate(logger, step)
                 if step % cfg.checkpoint.every == 0 or improved:
                     self.save(step)
@@ -318,6 +394,24 @@ class Trainer:
             self.save_probe(os.environ[PROBE_ENV])
         logger.message(f"{status}; checkpoint {self.run_dir / 'checkpoints' / 'latest'} -> step {self.state['step']}")
         return {"status": status, "step": self.state["step"]}
+
+    def save_gradients(self, path: str) -> None:
+        """The full (all-reduced, gathered) gradient of every trainable parameter, in float32."""
+        from safetensors.torch import save_file
+
+        grads = {}
+        for name, param in self.accelerator.unwrap_model(self.model).named_parameters():
+            if param.requires_grad:
+                if self.uses_deepspeed:
+                    from deepspeed.utils import safe_get_full_grad
+
+                    grad = safe_get_full_grad(param)   # a collective under ZeRO
+                else:
+                    grad = param.grad
+                if grad is not None:
+                    grads[name] = grad.detach().float().cpu().contiguous()
+        if self.accelerator.is_main_process:
+            save_file(grads, path)
 
     def save_probe(self, path: str) -> None:
         from safetensors.torch import save_file
@@ -347,6 +441,20 @@ class Trainer:
         if improved:
             self.state.update(best_metric=metric, best_step=step)
         return improved
+
+
+def _test_hooks() -> dict[str, set[int]]:
+    def steps(env: str, everything: bool | None = None) -> set[int]:
+        items = [s.strip() for s in os.environ.get(env, "").split(",") if s.strip()]
+        return {int(s.rstrip("*")) for s in items if everything is None or s.endswith("*") == everything}
+
+    return {"nonfinite_first": steps(NONFINITE_ENV, False), "nonfinite_all": steps(NONFINITE_ENV, True),
+            "nonfinite_grad": steps(NONFINITE_GRAD_ENV)}
+
+
+def _finite_mean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else float("nan")
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

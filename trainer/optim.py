@@ -1,5 +1,9 @@
-"""AdamW with two parameter groups: weight decay on weights, none on norms, biases and the temperature.
+"""AdamW with two parameter groups: weight decay on the weight matrices of linear maps only.
 
+Decayed: the `weight` (GRU: `weight_ih_*`, `weight_hh_*`) of linear, convolutional, recurrent and
+attention layers, i.e. matrices (2 or more dimensions) that multiply an input. Not decayed:
+biases, norm weights, embedding tables (token, position and label embeddings), learned tokens
+(CLS, CLIP's class embedding), the temperature and other vectors (the CQA trilinear weight).
 Only trainable parameters go to the optimizer (frozen backbones and LoRA's frozen base weights
 stay out, which DeepSpeed ZeRO needs).
 """
@@ -8,8 +12,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.RMSNorm)
-TEMPERATURE_NAMES = ("log_scale", "logit_scale", "temperature")
+NO_DECAY_MODULES = (nn.Embedding, nn.EmbeddingBag, nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm,
+                    nn.RMSNorm)
+
+
+def _decays(module: nn.Module, name: str, param: nn.Parameter) -> bool:
+    is_norm = isinstance(module, NO_DECAY_MODULES) or "norm" in type(module).__name__.lower()
+    is_weight = name.startswith("weight") or name.endswith("_weight")
+    return is_weight and param.ndim >= 2 and not is_norm
 
 
 def no_decay_names(model: nn.Module) -> set[str]:
@@ -17,12 +27,8 @@ def no_decay_names(model: nn.Module) -> set[str]:
     names = set()
     for module_name, module in model.named_modules():
         for name, p in module.named_parameters(recurse=False):
-            full = f"{module_name}.{name}" if module_name else name
-            if not p.requires_grad:
-                continue
-            is_norm = isinstance(module, NORM_TYPES) or "norm" in type(module).__name__.lower()
-            if is_norm or name.startswith("bias") or name in TEMPERATURE_NAMES:   # GRUs: bias_ih_l0, ...
-                names.add(full)
+            if p.requires_grad and not _decays(module, name, p):
+                names.add(f"{module_name}.{name}" if module_name else name)
     return names
 
 
