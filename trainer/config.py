@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import difflib
 import json
+import typing
 from dataclasses import is_dataclass
 from pathlib import Path
-from typing import Any, Sequence, TypeVar
+from typing import Any, Optional, Sequence, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.nodes import StringNode
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 T = TypeVar("T")
@@ -85,8 +85,9 @@ def _quote_if_string(schema: DictConfig, item: str) -> str:
     key, _, value = item.partition("=")
     parent, _, leaf = key.rpartition(".")
     node = OmegaConf.select(schema, parent, throw_on_missing=False) if parent else schema
-    is_string = isinstance(node, DictConfig) and leaf in node and isinstance(node._get_node(leaf), StringNode)
-    if not is_string or value in ("null", "~") or value[:1] in ("'", '"'):
+    owner = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
+    hint = typing.get_type_hints(owner).get(leaf) if is_dataclass(owner) else None
+    if hint not in (str, Optional[str]) or value in ("null", "~") or value[:1] in ("'", '"'):
         return item
     return f"{key}={json.dumps(value)}"
 

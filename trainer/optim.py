@@ -17,9 +17,9 @@ NO_DECAY_MODULES = (nn.Embedding, nn.EmbeddingBag, nn.LayerNorm, nn.GroupNorm, n
 
 
 def _decays(module: nn.Module, name: str, param: nn.Parameter) -> bool:
-    is_norm = isinstance(module, NO_DECAY_MODULES) or "norm" in type(module).__name__.lower()
+    table_or_norm = isinstance(module, NO_DECAY_MODULES) or "norm" in type(module).__name__.lower()
     is_weight = name.startswith("weight") or name.endswith("_weight")
-    return is_weight and param.ndim >= 2 and not is_norm
+    return is_weight and param.ndim >= 2 and not table_or_norm
 
 
 def no_decay_names(model: nn.Module) -> set[str]:
