@@ -13,6 +13,8 @@ order (no shuffle buffer), every sample of a set the same length (so per-rank me
 global mean), no dropout and no random draws in the localization head. Half of the retrieval
 captions have a single event, and they come in one shard: on two ranks, one rank has no caption
 that can be shuffled into a chronological negative.
+
+`launch_env`, `free_port` and `run` start launched runs the same way in every test.
 """
 from __future__ import annotations
 
