@@ -1,7 +1,7 @@
 """Model-facing evaluation: read the test shards, embed and localize with a TrimoModel, run the
 protocols of trainer.metrics, and write metrics.json + metrics.md.
 
-What is evaluated (see /work/shared/specs/evaluation.md):
+What is evaluated (the README's Evaluation section lists the options):
 - retrieval: TMR's four protocols for text<->motion and (model with video, items with video)
   video<->motion, on the first caption of every test item;
 - CAR: orig->event and event->event accuracy, and motion->text with the shuffled captions added

@@ -1,6 +1,6 @@
 """Evaluation metrics as pure numpy functions (similarity matrices, spans); no model here.
 
-The protocols and their sources are in /work/shared/specs/evaluation.md. Conventions:
+Each function names the protocol and the paper or reference code it follows. Conventions:
 - Similarity matrices are (queries, gallery) with the ground truth of query i in column i.
 - Ranks are 1-based and tie-averaged as in TMR: a ground truth tied with e - 1 other items after
   g better ones gets rank g + (e + 1) / 2. R@k counts ranks with rank - 1 < k (TMR compares its
