@@ -142,7 +142,7 @@ def test_launch_trains_like_one_process(lockstep, reference, arm):
     assert [r["update_skipped"] for r in got] == [s == BAD_GRADIENT_STEP for s in range(1, STEPS + 1)]
     assert got[-1]["nonfinite_total"] == 1 and math.isfinite(got[-1]["loss"])
 
-    # the export: float32 everywhere, the same tensors as the single-process export
+    # the export: float32 everywhere, the same keys as the single-process export
     exported = load_file(str(out / "export" / "model.safetensors"))
     assert exported.keys() == load_file(str(ref_dir / "export" / "model.safetensors")).keys()
     assert all(t.dtype == torch.float32 for t in exported.values() if t.is_floating_point())
