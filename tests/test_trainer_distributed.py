@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "distributed"))
 import trainer_fixtures  # noqa: E402
-from trainer_fixtures import ACCELERATE, free_port, run  # noqa: E402
+from trainer_fixtures import ACCELERATE, LAUNCHERS, free_port, run  # noqa: E402
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 STEPS = 10
@@ -41,9 +41,7 @@ def setup(tmp_path_factory):
 def launch_cmd(stage: int, out: Path, overrides: list[str], extra: list[str] = (), machine: tuple[int, int] | None = None,
                port: int | None = None) -> list[str]:
     """The README's launch: accelerate_config.yaml (ZeRO-2), another stage from its DeepSpeed JSON."""
-    cmd = [ACCELERATE, "launch", "--config_file", "accelerate_config.yaml", "--main_process_port", str(port or free_port())]
-    if stage != 2:
-        cmd += ["--deepspeed_config_file", f"configs/deepspeed/zero{stage}.json"]
+    cmd = [ACCELERATE, "launch", *LAUNCHERS[f"zero{stage}"], "--main_process_port", str(port or free_port())]
     if machine is None:
         cmd += ["--num_processes", "2"]
     else:   # two "nodes" of one process each, as the README's several-node command

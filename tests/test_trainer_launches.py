@@ -31,7 +31,7 @@ from safetensors.torch import load_file
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "distributed"))
 import trainer_fixtures  # noqa: E402
-from trainer_fixtures import ACCELERATE, free_port, run  # noqa: E402
+from trainer_fixtures import ACCELERATE, LAUNCHERS, free_port, run  # noqa: E402
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 STEPS = 4
@@ -52,19 +52,14 @@ class Arm:
         return self.engine.startswith("DeepSpeed")
 
 
-DEFAULT = ("--config_file", "accelerate_config.yaml")
-ZERO3 = DEFAULT + ("--deepspeed_config_file", "configs/deepspeed/zero3.json")
-ZERO1 = DEFAULT + ("--deepspeed_config_file", "configs/deepspeed/zero1.json")
-DDP = ("--multi_gpu",)
-ARMS = [Arm(f"{name}-{p}", launcher, p, engine)
-        for name, launcher, engine in (("zero2", DEFAULT, "DeepSpeed ZeRO-2"), ("zero3", ZERO3, "DeepSpeed ZeRO-3"),
-                                       ("zero1", ZERO1, "DeepSpeed ZeRO-1"), ("ddp", DDP, "DDP (MULTI_CPU)"))
-        for p in ("no", "bf16")]
+ENGINES = {"zero2": "DeepSpeed ZeRO-2", "zero3": "DeepSpeed ZeRO-3", "zero1": "DeepSpeed ZeRO-1",
+           "ddp": "DDP (MULTI_CPU)"}
+ARMS = [Arm(f"{name}-{p}", LAUNCHERS[name], p, engine) for name, engine in ENGINES.items() for p in ("no", "bf16")]
 
 
 def test_readme_documents_exactly_these_launches():
     readme = (REPO / "README.md").read_text()
-    for launcher in (DEFAULT, ZERO3, ZERO1, DDP):
+    for launcher in LAUNCHERS.values():
         command = " ".join(("accelerate launch",) + launcher)
         assert command in readme, f"the README does not show the tested launch `{command}`"
 
@@ -166,7 +161,7 @@ def test_ddp_alternating_tasks_with_accumulation_and_a_nonfinite_micro_batch(loc
     parameters); 2 micro-batches per step (the first without all-reduce); step 2's first
     micro-batch has a non-finite loss and is skipped on both ranks."""
     root, overrides, env = lockstep
-    out, log = train(root, "ddp-alternate", [*overrides, "data.mixing=alternate", "optim.grad_accum=2"], env, DDP,
+    out, log = train(root, "ddp-alternate", [*overrides, "data.mixing=alternate", "optim.grad_accum=2"], env, LAUNCHERS["ddp"],
                      "no", {"TRIMO_TEST_NONFINITE_STEPS": "1"})
     got = records(out)
     assert [r["task"] for r in got] == ["retrieval", "localization"] * (STEPS // 2)

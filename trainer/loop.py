@@ -315,8 +315,15 @@ class Trainer:
                 f"{self.state['nonfinite_in_a_row']} non-finite events in a row at step {step + 1} (last: {what}): "
                 "stopping. Lower optim.lr, check the data (tools/validate_shards.py), or resume from an earlier checkpoint")
 
-    def global_batch(self) -> str:
-        return " + ".join(f"{getattr(self.cfg.data, t).batch_size * self.world} {t}" for t in self.tasks)
+    def describe(self) -> str:
+        """What this run got: processes, engine, precision, batch (the run's first message)."""
+        acc = self.accelerator
+        engine = f"DeepSpeed ZeRO-{self.model.zero_optimization_stage()}" if self.uses_deepspeed else \
+            {"NO": "no DeepSpeed"}.get(acc.distributed_type.value, f"DDP ({acc.distributed_type.value})")
+        batch = " + ".join(f"{getattr(self.cfg.data, t).batch_size * self.world} {t}" for t in self.tasks)
+        return (f"{self.world} process{'es' if self.world > 1 else ''}, {engine}, "
+                f"{'fp32' if acc.mixed_precision == 'no' else acc.mixed_precision}; global batch {batch} samples "
+                f"per micro-batch, {self.cfg.optim.grad_accum} micro-batch(es) per step")
 
     # --- state ----------------------------------------------------------------------------
     def trainer_state(self) -> dict[str, Any]:
@@ -341,11 +348,7 @@ class Trainer:
             logger.message(f"resumed from {self.resumed_from} at step {self.state['step']}")
         self._install_signal_handlers()
         test_hooks = _test_hooks()
-        engine = f"DeepSpeed ZeRO-{self.model.zero_optimization_stage()}" if self.uses_deepspeed else \
-            {"NO": "no DeepSpeed"}.get(acc.distributed_type.value, f"DDP ({acc.distributed_type.value})")
-        logger.message(f"{self.world} process{'es' if self.world > 1 else ''}, {engine}, "
-                       f"{'fp32' if acc.mixed_precision == 'no' else acc.mixed_precision}; global batch "
-                       f"{self.global_batch()} samples per micro-batch, {cfg.optim.grad_accum} micro-batch(es) per step")
+        logger.message(self.describe())
         kill_after = int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
         signal_at = int(os.environ.get(SIGNAL_AT_ENV, "0") or 0)
         self.model.train()

@@ -14,7 +14,7 @@ global mean), no dropout and no random draws in the localization head. Half of t
 captions have a single event, and they come in one shard: on two ranks, one rank has no caption
 that can be shuffled into a chronological negative.
 
-`launch_env`, `free_port` and `run` start launched runs the same way in every test.
+`LAUNCHERS`, `launch_env`, `free_port` and `run` start launched runs the same way in every test.
 """
 from __future__ import annotations
 
@@ -28,6 +28,11 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 ACCELERATE = str(Path(sys.executable).parent / "accelerate")
+# The README's launches (`accelerate launch` arguments before the script), as the tests run them.
+LAUNCHERS = {"zero2": ("--config_file", "accelerate_config.yaml"),
+             "zero3": ("--config_file", "accelerate_config.yaml", "--deepspeed_config_file", "configs/deepspeed/zero3.json"),
+             "zero1": ("--config_file", "accelerate_config.yaml", "--deepspeed_config_file", "configs/deepspeed/zero1.json"),
+             "ddp": ("--multi_gpu",)}
 
 EVENTS = ["walks forward", "jumps", "turns around", "sits down", "waves", "kicks"]
 
