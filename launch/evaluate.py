@@ -1,4 +1,4 @@
-"""Evaluate a trained trimo model with the published protocols (see trainer/evaluation.py).
+"""Evaluate a trained trimo model with the published protocols (see evaluation/run.py).
 
     python launch/evaluate.py --model runs/demo/export --shards data/demo/test \
         --localization-shards data/demo/loc_test --out runs/demo/eval
@@ -15,8 +15,13 @@ from pathlib import Path
 
 import torch
 
-from trainer.evaluation import (EvalOptions, evaluate, load_model, read_localization_set, read_retrieval_set,
-                                write_report)
+from configs.schema import EvalOptions
+from evaluation.report import write_report
+from evaluation.run import evaluate
+from evaluation.sets import read_localization_set, read_retrieval_set
+from trainer.export import load_model
+
+DEFAULTS = EvalOptions()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -27,12 +32,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--split", default=None,
                    help="keep only samples whose meta.split is this (e.g. test, for sets that hold all splits)")
     p.add_argument("--out", default="eval", help="output folder (default: ./eval)")
-    p.add_argument("--threshold", type=float, default=0.95,
+    p.add_argument("--threshold", type=float, default=DEFAULTS.threshold,
                    help="All-with-threshold protocol, on (cos+1)/2 (TMR code: 0.95; LAVIMO paper: 0.8)")
-    p.add_argument("--assigned-threshold", type=float, default=0.995,
+    p.add_argument("--assigned-threshold", type=float, default=DEFAULTS.assigned_threshold,
                    help="Assigned protocol, on (cos+1)/2 (MLP: BABEL 0.995, HumanML3D-Restore 0.8)")
-    p.add_argument("--corpus-k", type=int, default=100, help="motions localized per query (MLP: 100 or 200)")
-    p.add_argument("--corpus-lambda", type=float, default=5.0, help="p_se * exp(lambda * r) (MLP: 5 or 10)")
+    p.add_argument("--corpus-k", type=int, default=DEFAULTS.corpus_k, help="motions localized per query (MLP: 100 or 200)")
+    p.add_argument("--corpus-lambda", type=float, default=DEFAULTS.corpus_lambda,
+                   help="p_se * exp(lambda * r) (MLP: 5 or 10)")
     p.add_argument("--sentence-model", default=None,
                    help="sentence-embedding model folder (default: the packaged all-MiniLM-L6-v2)")
     p.add_argument("--dissimilar-ids", default=None,
@@ -43,8 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-video", action="store_true", help="do not decode videos (no video<->motion protocols)")
     p.add_argument("--min-frames", type=int, default=None, help="leave out retrieval items shorter than this")
     p.add_argument("--max-frames", type=int, default=None, help="leave out retrieval items longer than this")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--num-plots", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+    p.add_argument("--num-plots", type=int, default=DEFAULTS.num_plots)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return p.parse_args(argv)
 
@@ -65,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         sentence_model = str(get_model_path())
     from trainer.data import CaptionEmbedder
 
-    model, tokenizer, max_tokens = load_model(args.model, args.device)
+    model, tokenizer, cfg = load_model(args.model, args.device)
     video_cfg = model.cfg.retrieval.video
     retrieval = read_retrieval_set(args.shards, load_video=not args.no_video and model.cfg.retrieval.use_video,
                                    min_frames=args.min_frames, max_frames=args.max_frames,
@@ -85,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"thresholds on (cos+1)/2: all-threshold {opts.threshold}, assigned {opts.assigned_threshold}")
     report = evaluate(model, tokenizer, CaptionEmbedder(sentence_model), retrieval=retrieval,
                       localization=localization, opts=opts, sentence_model=sentence_model, device=args.device,
-                      max_tokens=max_tokens, plot_dir=Path(args.out) / "plots")
+                      max_tokens=cfg.model.retrieval.text.max_tokens, plot_dir=Path(args.out) / "plots")
     report["model"] = str(args.model)
     json_path, md_path = write_report(report, args.out)
     print(md_path.read_text(encoding="utf-8"))

@@ -10,7 +10,10 @@ data="data/demo-$size"
 run="runs/quickstart"
 
 echo "[trimo] 1/3 demo corpus ($size) -> $data"
-if [ -f "$data/retrieval/shards.json" ] && [ -f "$data/localization/shards.json" ]; then
+current() {  # a shard set this trimo reads (its schema version is current)
+    python -c "import sys; from shards.reader import load_index; load_index(sys.argv[1])" "$1" 2>/dev/null
+}
+if current "$data/retrieval/shards.json" && current "$data/localization/shards.json"; then
     echo "[trimo] reusing $data (delete it to rebuild)"
 else
     python -m tools.build_demo --out "$data" --size "$size" --seed 0

@@ -3,7 +3,7 @@
 Also runs as a plain single process (`python launch/train.py --config ...`) for debugging.
 `--resume latest|best|PATH` continues a run bitwise-identically (same ZeRO stage and world size).
 After training, the final model is exported to <output_dir>/export (model.safetensors, config,
-LoRA adapter), loadable with trainer.export.load_pretrained.
+LoRA adapter), loadable with trainer.export.load_model.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    from trainer.config import split_cli
+    from configs.loading import split_cli
 
     overrides, rest = split_cli(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -30,19 +30,20 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return parser.parse_args(rest), overrides
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, callback=None) -> int:
+    """`callback`: a trainer.callback.Callback the loop calls (the tests' fault injection)."""
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     from shards.schema import ShardError
     from trainer.checkpoint import CheckpointError
-    from trainer.config import ConfigError
-    from trainer.experiment import load_experiment
+    from configs.loading import ConfigError
+    from configs.schema import load_experiment
     from trainer.loop import NonFiniteLossError, Trainer
 
     try:
         if not args.config:
             raise ConfigError("pass --config configs/<experiment>.yaml (e.g. configs/quickstart.yaml)")
         cfg = load_experiment(args.config, overrides)
-        trainer = Trainer(cfg, resume=args.resume)
+        trainer = Trainer(cfg, resume=args.resume, callback=callback)
         result = trainer.fit()
         if not args.no_export and result["status"] == "finished":
             from trainer.export import export_model

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modeling.config import ContrastiveLossConfig
+from configs.schema import ContrastiveLossConfig
 from modeling.distributed import (gather_no_grad, gather_varlen_with_grad, gather_with_grad, rank_and_world,
                                   sum_over_ranks)
 

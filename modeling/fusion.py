@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from modeling.attention import MultiHeadAttention, TransformerDecoderLayer, multi_source_attention
-from modeling.config import FusionDecoderConfig
+from configs.schema import FusionDecoderConfig
 from modeling.sequence import sinusoidal_positions
 
 SOURCES = ("motion", "text", "video")

@@ -28,8 +28,8 @@ def skeleton_adjacency(parents: Sequence[int], normalize: bool = False) -> torch
 
 
 def default_parents() -> list[int]:
-    """The 22-joint SMPL parents from shards.skeleton (the one skeleton definition of trimo)."""
-    from shards.skeleton import PARENTS
+    """The 22-joint SMPL parents from motion.skeleton (the one skeleton definition of trimo)."""
+    from motion.skeleton import PARENTS
 
     return [int(p) if p is not None else -1 for p in PARENTS]
 

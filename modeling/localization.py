@@ -66,13 +66,12 @@ and `lp_predictor` override the variant for the ablations of Table IV.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from configs.schema import LocalizationConfig
 from modeling.attention import FeedForward, MultiHeadAttention, multi_source_attention
 from modeling.sequence import sinusoidal_positions  # E_pos of Eq. 5
 
@@ -257,26 +256,6 @@ def decode_topk_spans(p_start: torch.Tensor, p_end: torch.Tensor, k: int, snippe
     return start, end, scores
 
 
-@dataclass
-class LocalizationConfig:
-    variant: str = "mlp"                  # mlp | mlp_s | mlp_base
-    d_model: int = 256                    # MLP: d = 256
-    n_sgpa_blocks: int = 4                # MLP: N_SGPA = 4
-    n_heads: int = 8
-    ff_dim: int = 1024
-    dropout: float = 0.1
-    num_snippets: int = 256               # MLP: S = 256
-    alpha_start: float = 0.8              # perturb-rate at the start of training
-    alpha_end: float = 1.0                # ... rising linearly to this at the end
-    flip_rate: float = 0.1                # beta: 0.1 BABEL, 0.2 HumanML3D (Restore)
-    lambda_seq: float = 5.0               # Eq. 12 weights
-    lambda_span: float = 1.0
-    lambda_recover: float = 1.0
-    lambda_align: float = 1.0
-    max_span_snippets: Optional[int] = None  # decoding: longest span in snippets (None = any)
-    lp_matcher: Optional[bool] = None     # None = from variant
-    lp_predictor: Optional[bool] = None   # None = from variant
-    attention_backend: str = "auto"
 
 
 def variant_uses_spatial_encoder(variant: str) -> bool:

@@ -15,13 +15,13 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from modeling.config import MotionEncoderConfig
+from configs.schema import MotionEncoderConfig
 from modeling.gcn import SpatialGCN, default_parents, skeleton_adjacency
 from modeling.sequence import SequenceTransformer
 
 
 def _default_joint12(features: torch.Tensor) -> torch.Tensor:
-    from shards.motion import features_to_joint12
+    from motion.features import features_to_joint12
 
     return features_to_joint12(features)
 

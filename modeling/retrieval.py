@@ -27,7 +27,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from modeling.config import RetrievalModelConfig
+from configs.schema import RetrievalModelConfig
 from modeling.contrastive import ContrastiveAlignment, car_accuracy
 from modeling.fusion import FusionAttention, MotionDecoder, masked_mse
 from modeling.motion_encoder import MotionEncoder

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextModel, PreTrainedModel, T5EncoderModel
 
-from modeling.config import TextEncoderConfig
+from configs.schema import TextEncoderConfig
 from modeling.sequence import SequenceTransformer
 
 MODES = ("frozen", "lora", "full")

@@ -15,31 +15,20 @@ Tasks:
   "generator" (CPU torch.Generator for the head's random draws).
 - "joint": {"retrieval": batch, "localization": batch}, losses summed with their weights.
 - "embed": pooled embeddings of the modalities present ("motion_emb", "text_emb", "video_emb").
-- "localize": p_start, p_end, snippet_mask of the localization head in eval mode.
+- "localize": p_start, p_end, highlight, snippet_mask of the localization head in eval mode
+  (the "localization" batch without the moment); `decode_moments` turns them into spans.
 Loss outputs are flat: "loss" (weighted total) and "<task>/<term>".
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 from torch import nn
 
-from modeling.config import RetrievalModelConfig
-from modeling.localization import LocalizationConfig, LocalizationHead, pool_snippets
+from configs.schema import TrimoModelConfig
+from modeling.localization import LocalizationHead, pool_snippets
 from modeling.retrieval import RetrievalModel
 
 TASKS = ("retrieval", "localization", "joint", "embed", "localize")
-
-
-@dataclass
-class TrimoModelConfig:
-    retrieval: RetrievalModelConfig = field(default_factory=RetrievalModelConfig)
-    localization: LocalizationConfig = field(default_factory=LocalizationConfig)
-    use_retrieval: bool = True         # contrastive (+ CAR negatives, + reconstruction per retrieval.*)
-    use_localization: bool = True
-    retrieval_weight: float = 1.0
-    localization_weight: float = 1.0
 
 
 class TrimoModel(nn.Module):
@@ -143,4 +132,4 @@ class TrimoModel(nn.Module):
             out = head(frames, mask, tokens, batch["text_attention_mask"].bool(), batch["duration_s"])
         finally:
             head.train(was_training)
-        return {k: out[k] for k in ("p_start", "p_end", "snippet_mask")}
+        return {k: out[k] for k in ("p_start", "p_end", "highlight", "snippet_mask")}

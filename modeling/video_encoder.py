@@ -12,7 +12,7 @@ from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-from modeling.config import VideoEncoderConfig
+from configs.schema import VideoEncoderConfig
 from modeling.sequence import SequenceTransformer
 
 MODES = ("frozen", "full")

@@ -64,7 +64,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.gopen import gopen
 from webdataset import shardlists, tariterators
 
-from shards.schema import INDEX_NAME, ShardEntry, ShardError, ShardIndex, decode_sample, validate_sample
+from configs.schema import MAX_FRAMES, MIN_FRAMES
+from shards.schema import (INDEX_NAME, ShardEntry, ShardError, ShardIndex, caption_frames, decode_sample, length_ok,
+                           validate_sample)
 from shards.tar_members import BLOCK, COMPRESSED_MAGIC, is_compressed, iter_tar_buffer, iter_tar_members
 from shards.video_io import decode_mp4
 
@@ -294,7 +296,7 @@ class ShardDataset(IterableDataset):
     def __init__(self, index: str | ShardIndex | dict, urls: str | Sequence[str] | None = None, *,
                  training: bool = True, seed: int = 0, rank: int | None = None, world_size: int | None = None,
                  shuffle_buffer: int = 1000, uneven: str = "pad", fill_skipped: bool = True,
-                 min_frames: int | None = 40, max_frames: int | None = 200, load_video: bool = True,
+                 min_frames: int | None = MIN_FRAMES, max_frames: int | None = MAX_FRAMES, load_video: bool = True,
                  num_video_frames: int = 8, video_size: int | tuple[int, int] | None = 224,
                  video_backend: str = "pyav", load_joints: bool = True, crop_to_caption: bool = True,
                  split: str | None = None):
@@ -469,10 +471,10 @@ class ShardDataset(IterableDataset):
         if not texts:
             spans = [(None, 0, frames)]
         elif self.crop_to_caption:
-            spans = [(t, *_caption_frames(t, frames, fps)) for t in texts]
+            spans = [(t, *caption_frames(t, frames, fps)) for t in texts]
         else:
             spans = [(t, 0, frames) for t in texts]
-        spans = [s for s in spans if s[2] > s[1] and self._length_ok(s[2] - s[1])]
+        spans = [s for s in spans if s[2] > s[1] and length_ok(s[2] - s[1], self.min_frames, self.max_frames)]
         if not spans:
             raise ShardError(f"sample {sample['key']!r}: no caption span of {self.min_frames}..{self.max_frames} "
                              f"frames (clip has {frames})", "filtered_length")
@@ -490,9 +492,6 @@ class ShardDataset(IterableDataset):
             out["video"] = np.ascontiguousarray(video.transpose(0, 3, 1, 2))
         return out
 
-    def _length_ok(self, n: int) -> bool:
-        return (self.min_frames is None or n >= self.min_frames) and (self.max_frames is None or n <= self.max_frames)
-
 
 def _in_split(raw: dict, split: str) -> bool:
     """Whether a raw sample's meta.split is `split`; a sample whose meta.json can't be read counts
@@ -501,15 +500,6 @@ def _in_split(raw: dict, split: str) -> bool:
         return json.loads(bytes(raw["meta.json"]).decode("utf-8")).get("split", split) == split
     except (KeyError, UnicodeDecodeError, ValueError, AttributeError):
         return True
-
-
-def _caption_frames(text: dict, frames: int, fps: float) -> tuple[int, int]:
-    """Frame span of a caption: [int(start*fps), int(end*fps)) clipped; null or 0/0 = whole clip."""
-    start, end = text.get("start"), text.get("end")
-    if start is None or end is None or (start == 0 and end == 0):
-        return 0, frames
-    first = min(int(start * fps), frames)
-    return first, min(max(int(end * fps), first), frames)
 
 
 def _buffered_shuffle(items: Iterator, size: int, rng: np.random.Generator, initial: int = 100) -> Iterator:

@@ -1,4 +1,4 @@
-"""The trimo shard format, version 1: one WebDataset sample per motion clip, plus an index.
+"""The trimo shard format, version 2: one WebDataset sample per motion clip, plus an index.
 
 A shard is a plain (uncompressed) tar written by webdataset's ShardWriter. A sample is the group
 of members sharing a key `<key>.<ext>`; only these extensions exist (anything else in a shard is
@@ -13,7 +13,9 @@ ignored by the reader and never decoded, so pickles such as `.pyd` / `.pickle` a
       dataset: str, split: str, fps: float (frame rate of motion.npy), duration: float seconds,
       mirrored: bool, source: str (id of the raw clip),
       texts: [{text: str, events: [str] | null, start: float | null, end: float | null}, ...]
-             start/end in seconds inside this clip; null (or 0/0) means the whole clip,
+             start/end in seconds inside this clip; null (or 0/0) means the whole clip;
+             events: the caption's event sentences in temporal order ("a person walks
+             forward"), null when not decomposed (then no chronological negative is made),
       moments (localization samples only): [{text: str, start: float, end: float}, ...] inside
              the untrimmed motion.
   Keys: letters, digits, `_`, `-` and `/` (no dots: WebDataset splits the member name at the
@@ -21,7 +23,7 @@ ignored by the reader and never decoded, so pickles such as `.pyd` / `.pickle` a
 
 The index `shards.json` beside the shards (`ShardIndex`) records the schema version, per-shard
 sample counts (in all and per meta.split), bytes and frames, the feature statistics
-(shards.motion.FeatureStats, inline as lists, so the index alone gives normalization), and the
+(motion.features.FeatureStats, inline as lists, so the index alone gives normalization), and the
 command that wrote the set.
 """
 from __future__ import annotations
@@ -37,7 +39,8 @@ from typing import Any
 import numpy as np
 
 SCHEMA_NAME = "trimo-shards"
-SCHEMA_VERSION = 1
+# 2: meta.texts[].events hold sentences with the subject (version 1: phrases without it).
+SCHEMA_VERSION = 2
 FEATURE_DIM = 263
 NUM_JOINTS = 22
 MEMBERS = ("motion.npy", "joints.npy", "video.mp4", "meta.json")
@@ -212,6 +215,31 @@ def _npy_view(data: bytes | bytearray | memoryview) -> np.ndarray | None:
     return array if isinstance(data, (bytearray, memoryview)) and not memoryview(data).readonly else array.copy()
 
 
+# ----------------------------------------------------------------------------- time spans
+
+def caption_frames(text: dict, frames: int, fps: float) -> tuple[int, int]:
+    """The crop rule: a caption's frames [int(start*fps), int(end*fps)) clipped to the clip;
+    start/end null or 0/0 = the whole clip. The reader crops with it and the converters' length
+    filter measures with it."""
+    start, end = text.get("start"), text.get("end")
+    if start is None or end is None or (start == 0 and end == 0):
+        return 0, frames
+    first = min(int(start * fps), frames)
+    return first, min(max(int(end * fps), first), frames)
+
+
+def length_ok(frames: int, min_frames: int | None, max_frames: int | None) -> bool:
+    """Whether a span of `frames` feature frames lies in min_frames..max_frames (None = no bound)."""
+    return (min_frames is None or frames >= min_frames) and (max_frames is None or frames <= max_frames)
+
+
+def moment_in_crop(moment: dict, offset_s: float, duration_s: float, fps: float) -> tuple[float, float] | None:
+    """A moment (seconds in the untrimmed motion) in the time of a crop starting at `offset_s` and
+    lasting `duration_s`, clipped to it; None when less than one frame of it lies inside."""
+    start, end = max(moment["start"] - offset_s, 0.0), min(moment["end"] - offset_s, duration_s)
+    return (start, end) if end - start >= 1.0 / fps else None
+
+
 # ----------------------------------------------------------------------------- the index
 
 @dataclass
@@ -275,10 +303,10 @@ class ShardIndex:
                    created=data.get("created", ""), extra=data.get("extra", {}), location=location)
 
     def stats(self):
-        """The stored feature statistics as a shards.motion.FeatureStats (None if absent)."""
+        """The stored feature statistics as a motion.features.FeatureStats (None if absent)."""
         if self.feature_stats is None:
             return None
-        from shards.motion import FeatureStats
+        from motion.features import FeatureStats
         s = self.feature_stats
         return FeatureStats(name=s["name"], convention=s["convention"], mean=np.array(s["mean"]),
                             std=np.array(s["std"]), count=int(s["count"]),

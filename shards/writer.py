@@ -10,7 +10,7 @@
 - Every sample is checked with shards.schema.validate_sample before it is written; duplicate
   keys are an error. A convert function may return None to leave a source item out.
 - After writing, feature statistics are computed by streaming motion.npy back from the shards
-  (shards.motion.FeatureStats, `stats_convention`) and stored inline in the index.
+  (motion.features.FeatureStats, `stats_convention`) and stored inline in the index.
 """
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def write_shards(items: Iterable[Any], out_dir: str, *, convert: Callable[[Any],
 def compute_feature_stats(urls: list[str], convention: str = "per_dim", name: str = "",
                           split: str | None = None):
     """FeatureStats over motion.npy of every sample in `urls` (optionally only meta.split == split)."""
-    from shards.motion import FeatureStats
+    from motion.features import FeatureStats
     from shards.reader import iter_decoded
 
     def motions() -> Iterator:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from shards.rotations import qmul, yaw_quat
-from shards.skeleton import DEFAULT_BONE_LENGTHS, NUM_JOINTS, Skeleton
+from motion.rotations import qmul, yaw_quat
+from motion.skeleton import DEFAULT_BONE_LENGTHS, NUM_JOINTS, Skeleton
 
 
 def smooth_signal(rng: np.random.Generator, num_frames: int, fps: float, dims: int, amplitude: float) -> np.ndarray:

@@ -3,7 +3,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from trainer.config import ConfigError, load_config, load_run_config, save_config, split_cli, to_yaml
+from configs.loading import ConfigError, load_config, load_run_config, save_config, split_cli, to_yaml
 
 
 @dataclass

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from modeling.config import ContrastiveLossConfig
+from configs.schema import ContrastiveLossConfig
 from modeling.contrastive import ContrastiveAlignment, car_accuracy, soft_target_weights
 
 

@@ -4,7 +4,7 @@ import pytest
 
 from shards.converters.common import LengthFilter, clean_key, mirrored_key, write_dataset
 from shards.converters.humanml3d import humanml3d_samples
-from shards.motion import FeatureStats
+from motion.features import FeatureStats
 from shards.reader import ShardDataset, iter_decoded
 from tests.fixtures.mocap_builders import write_humanml3d
 from tools import convert_humanml3d
@@ -51,15 +51,15 @@ def test_convert_writes_filtered_splits_with_train_stats(h3d, tmp_path):
     np.testing.assert_array_equal(s1["motion"], feats["000001"])
     np.testing.assert_array_equal(s1["joints"], joints)
     assert s1["meta"]["texts"] == [
-        {"text": "a person walks forward then turns left.", "events": ["walks forward", "turns left"],
+        {"text": "a person walks forward then turns left.", "events": ["a person walks forward", "a person turns left"],
          "start": None, "end": None},
-        {"text": "someone strolls ahead", "events": ["strolls ahead"], "start": None, "end": None}]
+        {"text": "someone strolls ahead", "events": ["someone strolls ahead"], "start": None, "end": None}]
     assert (s1["meta"]["duration"], s1["meta"]["fps"], s1["meta"]["mirrored"]) == (59 / 20, 20.0, False)
     m1 = train["humanml3d/M000001"]["meta"]
     assert m1["mirrored"] is True and m1["source"] == "000001"
-    assert m1["texts"][0]["text"].endswith("turns right.") and m1["texts"][0]["events"][-1] == "turns right"
+    assert m1["texts"][0]["text"].endswith("turns right.") and m1["texts"][0]["events"][-1] == "a person turns right"
     assert train["humanml3d/000003"]["meta"]["texts"] == [
-        {"text": "a person kicks", "events": ["kicks"], "start": 1.0, "end": 4.0}]
+        {"text": "a person kicks", "events": ["a person kicks"], "start": 1.0, "end": 4.0}]
     assert by_key(out / "test")["humanml3d/000004"]["meta"]["split"] == "test"
 
     # statistics: plain per-dim mean/std over the kept train clips' frames only, stored in every split

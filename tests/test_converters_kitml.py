@@ -4,10 +4,10 @@ import pytest
 
 from shards.converters.common import write_dataset
 from shards.converters.kitml import KIT_JOINT_NAMES, kit_to_smpl22, kitml_samples
-from shards.importers.common import MotionImportError
-from shards.motion import features_to_joints
+from motion.importers.common import MotionImportError
+from motion.features import features_to_joints
 from shards.reader import iter_decoded
-from shards.skeleton import JOINT_NAMES
+from motion.skeleton import JOINT_NAMES
 from tools import convert_kitml
 
 # An MMM T-pose in millimetres, Y up, facing +Z: right-side joints at -X (HumanML3D's KIT processing

@@ -7,7 +7,7 @@ import pytest
 
 from shards.converters.common import amass_motion, write_dataset
 from shards.converters.restore import assign_split, group_sources, restore_samples, trim_frames
-from shards.mirror import mirror_features
+from motion.mirror import mirror_features
 from shards.reader import iter_decoded
 from tests.fixtures.mocap_builders import write_amass_npz, write_smplh_model
 from tools import convert_restore

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shards.demo.build import build_demo
-from shards.demo.corpus import SPLITS, CorpusSize
-from shards.motion import FeatureStats, features_to_joints
+from demo.build import build_demo
+from demo.corpus import SPLITS, CorpusSize
+from motion.features import FeatureStats, features_to_joints
 from shards.reader import ShardDataset, ShardLoader, iter_decoded, load_index
 from shards.schema import validate_sample
 from shards.video_io import decode_mp4

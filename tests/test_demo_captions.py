@@ -5,10 +5,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from shards.demo.captions import Phrase, describe, normalize, phrase_options
-from shards.demo.corpus import SPLIT_PERCENT, SPLITS, assign_captions, plan_localization, plan_retrieval, split_of
-from shards.demo.primitives import PRIMITIVES
-from shards.events import decompose
+from demo.captions import Phrase, describe, normalize, phrase_options
+from demo.corpus import SPLIT_PERCENT, SPLITS, assign_captions, plan_localization, plan_retrieval, split_of
+from demo.primitives import PRIMITIVES
+from motion.events import decompose
 
 SIDE_WORDS = {"left", "right"}
 
@@ -59,7 +59,7 @@ def test_decompose_recovers_the_generated_events_of_compound_captions():
     for _ in range(800):
         caption = describe(_random_events(rng, int(rng.integers(2, 5))), rng)
         total += 1
-        agree += decompose(caption.text).events == caption.events
+        agree += decompose(caption.text).sentences == caption.events
         styles.update(w for w in ("then", "after that", "followed by", "before", "after", "finally", ".") if w in caption.text)
     assert agree / total >= 0.95, f"decompose agreed on {agree}/{total}"
     assert all(styles[w] > 20 for w in ("then", "after that", "followed by", "before", "finally")), styles
@@ -72,12 +72,12 @@ def test_same_phrases_in_another_order_are_another_caption():
         forward = describe(events, np.random.default_rng(7))
         backward = describe(events[::-1], np.random.default_rng(7))
         assert forward.events != backward.events
-        assert decompose(backward.text).events == backward.events
+        assert decompose(backward.text).sentences == backward.events
 
 
 def test_reordering_connectives_keep_events_in_time_order():
     """'B after A-ing' names the later event first; its events (and decompose's) are still [A, B]."""
-    from shards.demo.captions import _after, _after_lead, _before
+    from demo.captions import _after, _after_lead, _before
 
     rng = np.random.default_rng(2)
     a, b = Phrase("walk", "forward"), Phrase("sit", "down")
@@ -134,7 +134,7 @@ def test_localization_moments_captions_and_leakage():
             assert moment.captions
             for caption in moment.captions:
                 assert len(caption.events) == moment.last - moment.first + 1
-                assert decompose(caption.text).events == caption.events
+                assert decompose(caption.text).sentences == caption.events
                 captions[plan.split].add(normalize(caption.text))
     assert not captions["train"] & (captions["val"] | captions["test"])
     assert any(m.last > m.first for p in kept for m in p.moments)  # compound moments exist

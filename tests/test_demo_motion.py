@@ -5,13 +5,13 @@ import zlib
 import numpy as np
 import pytest
 
-from shards.demo.body import FOOT_PITCH, Body, assemble, random_body
-from shards.demo.compose import Event, PostureError, chain_events, perform
-from shards.demo.corpus import RETRIEVAL_MAX_FRAMES, RETRIEVAL_MIN_FRAMES, plan_localization, plan_retrieval
-from shards.demo.primitives import PRIMITIVES
-from shards.importers.common import ImportedMotion
-from shards.motion import features_to_joints, joints_to_features
-from shards.skeleton import DEFAULT_BONE_LENGTHS, bone_lengths, facing_angles
+from demo.body import FOOT_PITCH, Body, assemble, random_body
+from demo.compose import Event, PostureError, chain_events, perform
+from demo.corpus import RETRIEVAL_MAX_FRAMES, RETRIEVAL_MIN_FRAMES, plan_localization, plan_retrieval
+from demo.primitives import PRIMITIVES
+from motion.importers.common import ImportedMotion
+from motion.features import features_to_joints, joints_to_features
+from motion.skeleton import DEFAULT_BONE_LENGTHS, bone_lengths, facing_angles
 
 FPS = 20.0
 TOES, ANKLES = [10, 11], [7, 8]

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertModel, CLIPVisionConfig, CLIPVisionModel
 
-from modeling.config import MotionEncoderConfig, TextEncoderConfig, VideoEncoderConfig
+from configs.schema import MotionEncoderConfig, TextEncoderConfig, VideoEncoderConfig
 from modeling.gcn import SpatialGCN, skeleton_adjacency
 from modeling.motion_encoder import MotionEncoder
 from modeling.sequence import masked_mean, sinusoidal_positions
@@ -17,7 +17,7 @@ TINY = dict(latent_dim=16, n_layers=2, n_heads=2, ff_dim=32, dropout=0.0)
 
 
 def joint12_stand_in(features):
-    """Test-only stand-in for shards.motion.features_to_joint12: position, 6D rotation, velocity per joint
+    """Test-only stand-in for motion.features.features_to_joint12: position, 6D rotation, velocity per joint
     (root: zero position/rotation), read straight from the 263-d layout."""
     lead = features.shape[:-1]
     pos = torch.cat([features.new_zeros(*lead, 1, 3), features[..., 4:67].reshape(*lead, 21, 3)], -2)
@@ -70,7 +70,7 @@ def test_motion_encoder_backends_agree():
 
 
 def test_adjacency_from_parents_is_the_bone_graph_with_self_loops():
-    from shards.skeleton import PARENTS
+    from motion.skeleton import PARENTS
 
     adj = skeleton_adjacency(list(PARENTS))
     assert torch.equal(adj, adj.T) and torch.all(adj.diag() == 1)
@@ -82,7 +82,7 @@ def test_adjacency_from_parents_is_the_bone_graph_with_self_loops():
 
 def test_gcn_layer_equals_direct_formula_on_real_frames():
     """H^(l+1) = BN(tanh(A H W)) with batch statistics from real frames only, mean over joints."""
-    from shards.skeleton import PARENTS
+    from motion.skeleton import PARENTS
 
     torch.manual_seed(0)
     adj = skeleton_adjacency(list(PARENTS))
@@ -107,7 +107,7 @@ def test_motion_encoder_with_gcn_un_normalizes_for_joint12():
         seen.append(features.clone())
         return joint12_stand_in(features)
 
-    from shards.skeleton import PARENTS
+    from motion.skeleton import PARENTS
 
     torch.manual_seed(0)
     cfg = MotionEncoderConfig(**TINY, use_gcn=True, gcn_layers=3, gcn_dim=8)
@@ -124,9 +124,9 @@ def test_motion_encoder_with_gcn_un_normalizes_for_joint12():
 
 
 def test_motion_encoder_default_joint12_comes_from_shards_motion():
-    motion_mod = pytest.importorskip("shards.motion", reason="shards.motion (helper MOTION) not written yet")
+    motion_mod = pytest.importorskip("motion.features", reason="motion.features (helper MOTION) not written yet")
     if not hasattr(motion_mod, "features_to_joint12"):
-        pytest.skip("shards.motion.features_to_joint12 not written yet")
+        pytest.skip("motion.features.features_to_joint12 not written yet")
     enc = MotionEncoder(MotionEncoderConfig(**TINY, use_gcn=True, gcn_layers=2, gcn_dim=8), backend="eager")
     motion, mask = motion_batch()
     _, pooled = enc(motion, mask)

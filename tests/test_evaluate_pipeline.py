@@ -13,19 +13,25 @@ import torch
 from PIL import Image
 from transformers import AutoTokenizer, BertConfig, BertModel, CLIPVisionConfig, CLIPVisionModel
 
-from modeling.config import (ContrastiveLossConfig, FusionDecoderConfig, MotionEncoderConfig, RetrievalModelConfig,
+from configs.schema import (ContrastiveLossConfig, FusionDecoderConfig, MotionEncoderConfig, RetrievalModelConfig,
                              TextEncoderConfig, VideoEncoderConfig)
-from modeling.localization import LocalizationConfig
+from configs.schema import LocalizationConfig
 from modeling.text_encoder import backbone_path
-from modeling.trimo_model import TrimoModel, TrimoModelConfig
-from shards.events import event_caption
-from shards.motion import joints_to_features
+from configs.schema import TrimoModelConfig
+from modeling.trimo_model import TrimoModel
+from motion.events import event_caption
+from motion.features import joints_to_features
 from shards.video_io import encode_mp4
 from shards.writer import write_shards
 from tests.synthetic_motion import synthetic_clip
-from trainer import metrics as M
-from trainer.evaluation import (EvalOptions, Encoder, evaluate, iter_videos, read_localization_set,
-                                read_retrieval_set, write_report)
+from evaluation import protocols as M
+from configs.schema import EvalOptions
+from shards.converters.common import caption
+from modeling.localization import decode_moments
+from evaluation.inference import Encoder
+from evaluation.report import write_report
+from evaluation.run import evaluate
+from evaluation.sets import iter_videos, read_localization_set, read_retrieval_set
 
 torch.set_num_threads(1)
 D = 16
@@ -52,7 +58,7 @@ def _sample(key: str, frames: int, seed: int, texts: list[dict], moments=None, v
 @pytest.fixture(scope="module")
 def shard_sets(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval_shards")
-    retrieval = [_sample(f"ret/{i:03d}", 40 + 5 * i, i, [{"text": c, "events": None, "start": None, "end": None}],
+    retrieval = [_sample(f"ret/{i:03d}", 40 + 5 * i, i, [caption(c)],
                          video=i < 6)
                  for i, c in enumerate(CAPTIONS)]
     write_shards(retrieval, str(root / "ret"), maxcount=3, command="test")
@@ -169,19 +175,21 @@ def test_full_report_matches_direct_recomputation(model, tokenizer, shard_sets, 
     sim = M.cosine_matrix(enc.motions(retrieval.motions), gallery)
     assert car["motion_to_events_with_shuffled"] == pytest.approx(M.rank_metrics(M.retrieval_ranks(sim)))
 
-    # localization: recompute Normal from the head's own predict() on each query
+    # localization: recompute Normal one query at a time through the task API training uses
+    # (model(batch, "localize"): snippet pooling before the encoder), on motions longer than S
     loc = report["localization"]
+    assert min(len(m) for m in localization.motions) > model.cfg.localization.num_snippets
     preds = []
     for q, m in enumerate(localization.motion):
         motion = torch.from_numpy(localization.motions[m])[None]
-        mask = torch.ones(motion.shape[:2], dtype=torch.bool)
         tok = tokenizer([localization.texts[q]], return_tensors="pt")
+        duration = torch.tensor([localization.duration(m)])
         with torch.no_grad():
-            frames, _ = model.retrieval.encode_motion(model.normalize(motion), mask)
-            tokens, _ = model.retrieval.encode_text(tok["input_ids"], tok["attention_mask"])
-        out = model.localization.predict(frames, mask, tokens, tok["attention_mask"].bool(),
-                                         torch.tensor([localization.duration(m)]))
-        preds.append([float(out["start_s"][0]), float(out["end_s"][0])])
+            out = model({"motion": motion, "motion_mask": torch.ones(motion.shape[:2], dtype=torch.bool),
+                         "text_input_ids": tok["input_ids"], "text_attention_mask": tok["attention_mask"],
+                         "duration_s": duration}, "localize")
+        span = decode_moments(out["p_start"], out["p_end"], out["snippet_mask"], duration, 1)
+        preds.append([float(span["start_s"][0]), float(span["end_s"][0])])
     direct = M.iou_metrics(M.temporal_iou(np.array(preds), np.array(localization.spans)))
     assert loc["model"]["normal"] == pytest.approx(direct)
     assert loc["model"]["assigned"]["mIoU"] >= loc["model"]["normal"]["mIoU"]   # query 0/1 share a text
@@ -216,18 +224,17 @@ def test_cli_on_an_export_writes_report_and_names_sentence_model(model, shard_se
     from accelerate.state import AcceleratorState
 
     from launch.evaluate import main
-    from trainer.evaluation import load_model
-    from trainer.experiment import ExperimentConfig
-    from trainer.export import export_model
+    from configs.schema import ExperimentConfig
+    from trainer.export import export_model, load_model
 
     try:
         export_model(Accelerator(cpu=True), model, ExperimentConfig(model=model.cfg), tmp_path / "export")
     finally:
         AcceleratorState._reset_state(True)      # leave no accelerate singleton to other tests
-    loaded, _, max_tokens = load_model(tmp_path / "export")
+    loaded, _, cfg = load_model(tmp_path / "export")
     for key, value in model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[key], value)
-    assert max_tokens == 77
+    assert cfg.model.retrieval.text.max_tokens == 77
 
     out = tmp_path / "eval"
     rc = main(["--model", str(tmp_path / "export"), "--shards", shard_sets[0], "--localization-shards", shard_sets[1],
@@ -262,7 +269,7 @@ def test_cli_errors_name_the_missing_path(shard_sets, tmp_path):
     with pytest.raises(SystemExit, match="--shards"):
         main(["--model", str(tmp_path)])
     (tmp_path / "empty").mkdir()
-    from trainer.evaluation import load_model
+    from trainer.export import load_model
     with pytest.raises(FileNotFoundError, match="neither a trimo export"):
         load_model(tmp_path / "empty")
 

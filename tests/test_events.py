@@ -4,7 +4,7 @@ from itertools import permutations
 
 import pytest
 
-from shards.events import UnshuffleableError, car_texts, decompose, join_events, shuffle_events
+from motion.events import UnshuffleableError, decompose, event_caption, event_text, shuffle_events, shuffled_event_text
 
 # Hand-written captions in HumanML3D style with the events a careful annotator would list.
 CASES = [
@@ -78,7 +78,9 @@ def test_decomposition_accuracy_on_handwritten_captions():
 def test_subject_is_kept_once():
     dec = decompose("a man walks forward, then turns around.")
     assert dec.subject == "a man" and dec.events == ["walks forward", "turns around"]
-    assert join_events(dec.subject, dec.events) == "a man walks forward. a man turns around."
+    assert dec.sentences == ["a man walks forward", "a man turns around"]          # what a shard stores
+    assert event_text(dec.sentences) == "a man walks forward. a man turns around."
+    assert decompose("walks forward, then sits").sentences == ["a person walks forward", "a person sits"]
 
 
 def test_shuffle_never_returns_the_original_order():
@@ -98,14 +100,15 @@ def test_unshuffleable_captions_are_reported():
         shuffle_events(["jumps", "jumps"], random.Random(0))
     with pytest.raises(UnshuffleableError):
         shuffle_events(["jumps"], random.Random(0))
-    assert car_texts("a person jumps.", random.Random(0)) is None
+    assert shuffled_event_text(decompose("a person jumps.").sentences, random.Random(0)) is None
 
 
 def test_car_texts_variants():
-    t = car_texts("a person walks forward, then sits down.", random.Random(1))
-    assert t.positive_orig == "a person walks forward, then sits down."
-    assert t.positive_event == "a person walks forward. a person sits down."
-    assert t.negative_event == "a person sits down. a person walks forward."
+    caption = "a person walks forward, then sits down."
+    events = decompose(caption).sentences
+    assert event_caption(caption, None) == caption                     # nothing stored: as written
+    assert event_caption(caption, events) == "a person walks forward. a person sits down."
+    assert shuffled_event_text(events, random.Random(1)) == "a person sits down. a person walks forward."
 
 
 def test_cli_rule_based_and_external_command(tmp_path):

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from fixtures.mocap_builders import LAFAN1_REST, bvh_text, walking_bvh, write_humanml3d
-from shards.importers import ImportedMotion, MotionImportError, load_motion
-from shards.importers.asf_amc import load_asf_amc, parse_asf
-from shards.importers.bvh import forward_kinematics, load_bvh, parse_bvh
-from shards.importers.humanml3d import iter_humanml3d, load_sample, read_split, read_texts
-from shards.importers.mapping import JOINT_NAMES, PRESETS, resolve_mapping
+from motion.importers import ImportedMotion, MotionImportError, load_motion
+from motion.importers.asf_amc import load_asf_amc, parse_asf
+from motion.importers.bvh import forward_kinematics, load_bvh, parse_bvh
+from motion.importers.humanml3d import iter_humanml3d, load_sample, read_split, read_texts
+from motion.importers.mapping import JOINT_NAMES, PRESETS, resolve_mapping
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CMU_ASF, CMU_AMC = FIXTURES / "cmu_walk_60fps.asf", FIXTURES / "cmu_walk_60fps.amc"

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from fixtures.mocap_builders import write_amass_npz, write_smplh_model
-from shards.importers import MotionImportError, load_motion
-from shards.importers.amass import Z_UP_TO_Y_UP, load_amass_npz, z_up_to_y_up
+from motion.importers import MotionImportError, load_motion
+from motion.importers.amass import Z_UP_TO_Y_UP, load_amass_npz, z_up_to_y_up
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shards.importers import ImportedMotion, load_motion
-from shards.motion import features_to_joints
-from shards.skeleton import DEFAULT_BONE_LENGTHS, bone_lengths, facing_angles
+from motion.importers import ImportedMotion, load_motion
+from motion.features import features_to_joints
+from motion.skeleton import DEFAULT_BONE_LENGTHS, bone_lengths, facing_angles
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FEET = [7, 8, 10, 11]

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from modeling.config import ContrastiveLossConfig
+from configs.schema import ContrastiveLossConfig
 from modeling.contrastive import ContrastiveAlignment, direction_loss
 from modeling.kernels.blockwise_contrastive import blockwise_direction_loss, blockwise_pair_loss
 

@@ -7,7 +7,8 @@ import torch
 from omegaconf import OmegaConf
 
 import modeling.localization as loc
-from modeling.localization import (PAD, LocalizationConfig, LocalizationHead, alignment_loss, boundary_loss,
+from configs.schema import LocalizationConfig
+from modeling.localization import (PAD, LocalizationHead, alignment_loss, boundary_loss,
                                    flip_labels, highlight_loss, perturb_labels, perturb_rate,
                                    variant_uses_spatial_encoder)
 

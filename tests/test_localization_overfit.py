@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from modeling.attention import TransformerEncoder
-from modeling.localization import LocalizationConfig, LocalizationHead
+from configs.schema import LocalizationConfig
+from modeling.localization import LocalizationHead
 
 N_SAMPLES, N_PATTERNS, FEATS, FPS, D = 32, 4, 263, 20.0, 32
 FILLER = range(N_PATTERNS + 1, N_PATTERNS + 6)

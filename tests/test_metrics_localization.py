@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from trainer import metrics as M
+from evaluation import protocols as M
 
 
 def test_temporal_iou_hand_values():

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from trainer import metrics as M
+from evaluation import protocols as M
 
 
 def brute_force_rank(row: np.ndarray, gt_score: float) -> float:
@@ -178,16 +178,17 @@ def test_car_accuracy_and_item_selection():
                 "a person jumps",
                 "a person waves then waves",
                 "a person runs, then jumps and then crouches"]
-    events = [None, None, None, ["runs", "jumps", "crouches"]]
-    items = M.car_items(captions, events, seed=0)
+    events = [["a person walks forward", "a person sits down"], ["a person jumps"],
+              ["a person waves", "a person waves"], ["a person runs", "a person jumps", "a person crouches"], None]
+    items = M.car_items(captions + ["a person spins"], events, seed=0)
     assert items.index == [0, 3]
-    assert items.single_event == 1 and items.unshuffleable == 1
+    assert items.single_event == 2 and items.unshuffleable == 1     # one event, or none stored
     assert items.ordered[0] == "a person walks forward. a person sits down."
     assert items.shuffled[0] == "a person sits down. a person walks forward."
     assert items.shuffled[1] != items.ordered[1]
     sentences = lambda text: sorted(text.rstrip(".").split(". "))  # noqa: E731
     assert sentences(items.shuffled[1]) == sentences(items.ordered[1])   # same events, other order
-    again = M.car_items(captions, events, seed=0)
+    again = M.car_items(captions + ["a person spins"], events, seed=0)
     assert again.shuffled == items.shuffled
 
 

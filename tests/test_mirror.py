@@ -1,11 +1,11 @@
-"""Mirroring joints, 263-d features and captions (shards.mirror)."""
+"""Mirroring joints, 263-d features and captions (motion.mirror)."""
 import numpy as np
 import pytest
 import torch
 
-from shards import motion as M
-from shards.mirror import mirror_features, mirror_joints, swap_left_right
-from shards.skeleton import facing_angles
+from motion import features as M
+from motion.mirror import mirror_features, mirror_joints, swap_left_right
+from motion.skeleton import facing_angles
 from synthetic_motion import synthetic_clip
 
 

@@ -1,4 +1,4 @@
-"""263-d features, pre-processing, resampling and feature statistics (shards.motion)."""
+"""263-d features, pre-processing, resampling and feature statistics (motion.features)."""
 from pathlib import Path
 
 import numpy as np
@@ -6,9 +6,9 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation, Slerp
 
-from shards import motion as M
-from shards.rotations import qinv, qmul, quat_to_cont6d, yaw_quat
-from shards.skeleton import DEFAULT_BONE_LENGTHS, DEFAULT_SKELETON, bone_lengths, facing_angles
+from motion import features as M
+from motion.rotations import qinv, qmul, quat_to_cont6d, yaw_quat
+from motion.skeleton import DEFAULT_BONE_LENGTHS, DEFAULT_SKELETON, bone_lengths, facing_angles
 from synthetic_motion import random_skeleton, synthetic_clip
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -326,9 +326,9 @@ def test_zero_length_bone_is_reported():
 def real_clips():
     if not SHARED.is_dir():
         pytest.skip(f"real mocap needs the workspace's shared folder ({SHARED} is absent on plain clones)")
-    importers = pytest.importorskip("shards.importers", reason="mocap importers (shards.importers) not installed")
-    from shards.importers.asf_amc import load_asf_amc
-    from shards.importers.bvh import load_bvh
+    importers = pytest.importorskip("motion.importers", reason="mocap importers (motion.importers) not installed")
+    from motion.importers.asf_amc import load_asf_amc
+    from motion.importers.bvh import load_bvh
 
     return [load_asf_amc(MOCAP / "cmu" / "cmu_clip_a.asf", MOCAP / "cmu" / "cmu_clip_a.amc", mapping="cmu"),
             load_bvh(MOCAP / "lafan1" / "lafan1_clip_a.bvh", mapping="lafan1")], importers

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from shards.render import MeshClip, render_frames, render_mesh
-from shards.render.avatar import BONE_JOINTS, JOINT_BONES, SMPL_PARENTS, joint_regressor, smpl_layout_from_rig
-from shards.render.body_model import DEFAULT_AVATAR_DIR, FIT_CHILDREN, BodyModel, BodyModelError, model_file
-from shards.render.capsules import capsule_topology, capsule_vertices
-from shards.skeleton import DEFAULT_BONE_LENGTHS, PARENTS, REST_DIRECTIONS
+from render import MeshClip, render_frames, render_mesh
+from render.avatar import BONE_JOINTS, JOINT_BONES, SMPL_PARENTS, joint_regressor, smpl_layout_from_rig
+from render.body_model import DEFAULT_AVATAR_DIR, FIT_CHILDREN, BodyModel, BodyModelError, model_file
+from render.capsules import capsule_topology, capsule_vertices
+from motion.skeleton import DEFAULT_BONE_LENGTHS, PARENTS, REST_DIRECTIONS
 from synthetic_motion import synthetic_clip
 
 ARM_BONES = (16, 17, 18, 19, 20, 21)  # shoulder, elbow, wrist: horizontal in a T-pose

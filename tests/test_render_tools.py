@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shards.motion import canonicalize, joints_to_features
+from motion.features import canonicalize, joints_to_features
 from synthetic_motion import synthetic_clip
 from test_render_body_model import write_tiny_smpl
 from tools import render_motion
@@ -80,7 +80,7 @@ def test_build_avatar_exports_a_loadable_smpl_model(tmp_path):
     if not any(get_anny_cache_path().glob("*")):
         pytest.skip(f"anny's first run takes minutes and fills {get_anny_cache_path()} (~700 MB); "
                     "run python -m tools.build_avatar once to enable this test")
-    from shards.render.body_model import BodyModel
+    from render.body_model import BodyModel
     from tools import build_avatar
 
     build_avatar.main(["--out", str(tmp_path)])

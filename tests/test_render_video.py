@@ -6,8 +6,8 @@ import logging
 import numpy as np
 import pytest
 
-import shards.render.video as video
-from shards.render import MeshClip, RenderError, capsule_clip, render_frames, render_joints, render_mesh
+import render.video as video
+from render import MeshClip, RenderError, capsule_clip, render_frames, render_joints, render_mesh
 from synthetic_motion import synthetic_clip
 
 FIXTURE_AMC = "tests/fixtures/cmu_walk_60fps.amc"
@@ -30,8 +30,8 @@ def body_mask(frames: np.ndarray, clip: MeshClip, backend: str = "numpy") -> np.
 
 @pytest.fixture(scope="module")
 def cmu_walk(request) -> np.ndarray:
-    from shards.importers import load_motion
-    from shards.motion import resample
+    from motion.importers import load_motion
+    from motion.features import resample
 
     motion = load_motion(request.config.rootpath / FIXTURE_AMC, fps=60.0)
     return resample(motion.joints, 60.0, 20.0)[:40]
@@ -103,7 +103,7 @@ def test_numpy_fallback_when_egl_cannot_start(monkeypatch, caplog):
     monkeypatch.setattr(video, "_gl_error", None)
     monkeypatch.setattr(video.resolve_backend, "warned", False, raising=False)
     joints = synthetic_clip(4, seed=5)
-    with caplog.at_level(logging.WARNING, logger="shards.render.video"):
+    with caplog.at_level(logging.WARNING, logger="render.video"):
         frames = render_frames(joints, size=32, backend="auto")
     assert "NumPy rasterizer" in caplog.text and "libEGL" in caplog.text
     np.testing.assert_array_equal(frames, render_frames(joints, size=32, backend="numpy"))
@@ -137,7 +137,7 @@ def test_triton_import_after_egl_does_not_crash():
         pytest.skip("triton is not installed, so its LLVM cannot clash with Mesa's")
     if not egl_available():
         pytest.skip("OpenGL via EGL cannot start here (needs libegl1 libgl1 and moderngl)")
-    code = ("import numpy as np; from shards.render import render_frames; "
+    code = ("import numpy as np; from render import render_frames; "
             "render_frames(np.zeros((2, 22, 3)) + np.linspace(0, 1.7, 22)[:, None], size=16, backend='egl'); "
             "import triton; print('survived')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

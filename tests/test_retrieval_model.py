@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from transformers import AutoTokenizer, BertConfig, BertModel, CLIPVisionConfig, CLIPVisionModel
 
 from modeling.attention import MultiHeadAttention
-from modeling.config import (ContrastiveLossConfig, FusionDecoderConfig, MotionEncoderConfig, RetrievalModelConfig,
+from configs.schema import (ContrastiveLossConfig, FusionDecoderConfig, MotionEncoderConfig, RetrievalModelConfig,
                              TextEncoderConfig, VideoEncoderConfig)
 from modeling.fusion import FusionAttention, MotionDecoder, masked_mse
 from modeling.retrieval import RetrievalModel

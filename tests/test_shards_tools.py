@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from shards.motion import FeatureStats
+from motion.features import FeatureStats
 from shards.reader import load_index
 from shards.schema import encode_sample
 from shards.writer import write_shards

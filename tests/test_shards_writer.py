@@ -7,7 +7,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from shards.motion import FeatureStats
+from motion.features import FeatureStats
 from shards.reader import iter_decoded
 from shards.schema import ShardError
 from shards.writer import write_shards

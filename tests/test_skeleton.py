@@ -4,8 +4,8 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation, Slerp
 
-from shards import rotations as rot
-from shards.skeleton import (
+from motion import rotations as rot
+from motion.skeleton import (
     DEFAULT_BONE_LENGTHS, DEFAULT_SKELETON, JOINT_NAMES, KINEMATIC_CHAINS, MIRROR_PERMUTATION, PARENTS,
     REST_DIRECTIONS, Skeleton, bone_lengths, facing_angles,
 )

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from fixtures.mocap_builders import walking_bvh
-from shards.importers import load_motion
-from shards.motion import features_to_joints, joints_to_features
+from motion.importers import load_motion
+from motion.features import features_to_joints, joints_to_features
 from tools.convert_mocap import EXIT_NOTHING, EXIT_OK, EXIT_SOME_FAILED, main
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 from fixtures.mocap_builders import walking_bvh
-from shards.importers import load_motion
-from shards.motion import joints_to_features
-from shards.stickfigure import BACKGROUND, render_stick_figure, write_video
+from motion.importers import load_motion
+from motion.features import joints_to_features
+from render.stick import BACKGROUND, render_stick_figure, write_video
 from tools.preview import main
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -47,7 +47,7 @@ def launch_cmd(stage: int, out: Path, overrides: list[str], extra: list[str] = (
     else:   # two "nodes" of one process each, as the README's several-node command
         cmd += ["--num_machines", "2", "--num_processes", "2", "--machine_rank", str(machine[0]),
                 "--main_process_ip", "127.0.0.1"]
-    return cmd + ["launch/train.py", "--config", "configs/tiny_test.yaml",
+    return cmd + ["tests/distributed/faults.py", "--config", "configs/tiny_test.yaml",
                   f"run.output_dir={out}", f"run.max_steps={STEPS}", *overrides, *extra]
 
 
@@ -114,8 +114,8 @@ def test_resume_is_bitwise_identical(setup, stage):
 
     if stage == 3:   # the export (gathered from ZeRO-3) reloads in a fresh process with the same outputs
         script = ("import sys, torch; from safetensors.torch import load_file, save_file;"
-                  "from trainer.export import load_pretrained; from trainer.probe import probe_batch, probe_outputs;"
-                  "m, tok, cfg = load_pretrained(sys.argv[1]);"
+                  "from trainer.export import load_model; from trainer.probe import probe_batch, probe_outputs;"
+                  "m, tok, cfg = load_model(sys.argv[1]);"
                   "save_file(probe_outputs(m, probe_batch(tok, max_tokens=cfg.model.retrieval.text.max_tokens)), sys.argv[2])")
         reloaded = root / "reloaded.safetensors"
         run([sys.executable, "-c", script, str(resumed / "export"), str(reloaded)], env)

@@ -4,7 +4,7 @@ Every arm (ZeRO-1/2/3 x fp32/bf16 from accelerate_config.yaml and the DeepSpeed 
 in fp32 and bf16) trains the tiny config with every head on for 4 steps on the lockstep sets
 (tests/distributed/trainer_fixtures.py): its first step is the same global batch as one process
 with twice the batch, and one rank has no caption that can be shuffled (CAR negatives on the
-other rank only). Against the single-process run (`python launch/train.py`, same precision):
+other rank only). Against the single-process run (`python tests/distributed/faults.py`: launch/train.py's main with the tests' callback, same precision):
 - the learning rate at every step is the same (warm-up, hold and decay all fall within 4 steps);
 - the first step's losses, CAR accuracy and full gradient agree (fp32 to rounding, bf16 within
   its precision);
@@ -37,7 +37,7 @@ pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 STEPS = 4
 GLOBAL_BATCH = 8
 BAD_GRADIENT_STEP = 3   # 1-based step whose gradient the test hook makes non-finite
-TRAIN = ["launch/train.py", "--config", "configs/tiny_test.yaml"]
+TRAIN = ["tests/distributed/faults.py", "--config", "configs/tiny_test.yaml"]
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "distributed"))
 import trainer_fixtures  # noqa: E402
+from faults import FaultInjection  # noqa: E402
 from launch.train import main  # noqa: E402
 from trainer.schedule import lr_multiplier  # noqa: E402
 
@@ -28,16 +29,14 @@ def records(run_dir: Path, name: str = "metrics.jsonl") -> list[dict]:
     return [json.loads(line) for line in (run_dir / name).read_text().splitlines()]
 
 
-def test_nonfinite_skip_validation_best_and_horizon(data, monkeypatch, capsys):
+def test_nonfinite_skip_validation_best_and_horizon(data, capsys):
     root, overrides = data
     run_dir = root / "run"
     args = ["--config", str(REPO / "configs" / "tiny_test.yaml"), f"run.output_dir={run_dir}", "run.max_steps=4",
             "validation.every=2", "validation.split=train", *overrides,
             f"validation.retrieval_index={overrides[0].split('=', 1)[1]}",
             f"validation.localization_index={overrides[1].split('=', 1)[1]}"]
-    monkeypatch.setenv("TRIMO_TEST_NONFINITE_STEPS", "1")   # the first micro-batch of the 2nd step
-    assert main(args) == 0
-    monkeypatch.delenv("TRIMO_TEST_NONFINITE_STEPS")
+    assert main(args, callback=FaultInjection(nonfinite_loss="1")) == 0   # the first micro-batch of the 2nd step
     recs = records(run_dir)
     assert [r["step"] for r in recs] == [1, 2, 3, 4]
     assert [r["nonfinite_skipped"] for r in recs] == [0, 1, 0, 0]
@@ -73,27 +72,26 @@ def test_nonfinite_skip_validation_best_and_horizon(data, monkeypatch, capsys):
     assert "horizon of 4 steps" in err and "cannot change the curve" in err
 
 
-def test_stops_after_n_nonfinite_in_a_row(data, monkeypatch, capsys):
+def test_stops_after_n_nonfinite_in_a_row(data, capsys):
     root, overrides = data
-    monkeypatch.setenv("TRIMO_TEST_NONFINITE_STEPS", "0*")
     args = ["--config", str(REPO / "configs" / "tiny_test.yaml"), f"run.output_dir={root / 'nan'}", "run.max_steps=2",
             "optim.max_nonfinite_in_a_row=3", *overrides]
-    assert main(args) == 2
+    assert main(args, callback=FaultInjection(nonfinite_loss="0*")) == 2
     err = capsys.readouterr().err
     assert "3 non-finite events in a row at step 1" in err
     assert not (root / "nan" / "metrics.jsonl").exists()
 
 
-def test_nonfinite_gradient_skips_the_update(data, monkeypatch, capsys):
+def test_nonfinite_gradient_skips_the_update(data, capsys):
     """A finite loss with a non-finite gradient (step 2): no update (the weights stay as they
     were), counted and said; training goes on and the lr curve is unchanged."""
     from safetensors.torch import load_file
 
     root, overrides = data
     run_dir = root / "nan_grad"
-    monkeypatch.setenv("TRIMO_TEST_NONFINITE_GRAD_STEPS", "1")
     assert main(["--config", str(REPO / "configs" / "tiny_test.yaml"), f"run.output_dir={run_dir}", "run.max_steps=3",
-                 *overrides, "checkpoint.every=1", "checkpoint.keep_last=3", "--no-export"]) == 0
+                 *overrides, "checkpoint.every=1", "checkpoint.keep_last=3", "--no-export"],
+                callback=FaultInjection(nonfinite_grad="1")) == 0
     recs = records(run_dir)
     assert [r["update_skipped"] for r in recs] == [False, True, False]
     assert [r["nonfinite_total"] for r in recs] == [0, 1, 1]
@@ -111,7 +109,7 @@ def test_dropout_seed_is_the_ranks_and_accumulation_syncs_once(data, monkeypatch
     shared seed; with 3 micro-batches per step, the first 2 run without DDP's all-reduce."""
     from contextlib import contextmanager
 
-    from trainer.experiment import load_experiment
+    from configs.schema import load_experiment
     from trainer.loop import Trainer, rank_seed
 
     root, overrides = data

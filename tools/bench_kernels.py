@@ -38,7 +38,7 @@ def _measure_loss(impl: str, batch: int, dim: int, caption_dim: int, kind: str, 
     import torch
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
-    from modeling.config import ContrastiveLossConfig
+    from configs.schema import ContrastiveLossConfig
     from modeling.contrastive import ContrastiveAlignment
     from modeling.kernels.blockwise_contrastive import blockwise_pair_loss
 

@@ -18,7 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from modeling.config import RetrievalModelConfig  # noqa: E402
+from configs.schema import RetrievalModelConfig  # noqa: E402
 from modeling.retrieval import RetrievalModel  # noqa: E402
 from modeling.text_encoder import load_tokenizer  # noqa: E402
 

@@ -3,15 +3,15 @@
     python -m tools.build_avatar [--out ~/.cache/trimo/avatar]
 
 Writes <out>/smpl/SMPL_NEUTRAL.npz, which the renderer's avatar body loads through smplx
-(shards.render.body_model); see shards/render/avatar.py for what the file holds.
+(render.body_model); see render/avatar.py for what the file holds.
 """
 from __future__ import annotations
 
 import argparse
 import time
 
-from shards.render.avatar import build_avatar
-from shards.render.body_model import DEFAULT_AVATAR_DIR
+from render.avatar import build_avatar
+from render.body_model import DEFAULT_AVATAR_DIR
 
 
 def main(argv: list[str] | None = None) -> None:

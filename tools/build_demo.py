@@ -17,8 +17,8 @@ import shlex
 import sys
 import time
 
-from shards.demo.build import build_demo
-from shards.demo.corpus import SIZES
+from demo.build import build_demo
+from demo.corpus import SIZES
 
 
 def main(argv: list[str] | None = None) -> int:

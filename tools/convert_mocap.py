@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from shards.importers import SUPPORTED_SUFFIXES, load_motion
+from motion.importers import SUPPORTED_SUFFIXES, load_motion
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_NOTHING = 0, 1, 2
 OUTPUT_SUFFIXES = (".joints.npy", ".features.npy")
@@ -43,7 +43,7 @@ def find_inputs(inputs: list[Path], out_dir: Path) -> list[tuple[Path, Path]]:
 
 def convert_file(path: Path, out_stem: Path, **load_kw) -> tuple[Path, Path]:
     """Import one file and write its canonical joints and features; returns the two paths."""
-    from shards.motion import joints_to_features
+    from motion.features import joints_to_features
 
     motion = load_motion(path, **load_kw)
     joints = motion.to_canonical()

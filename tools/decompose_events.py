@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from shards.events import Decomposition, UnshuffleableError, decompose, join_events, shuffle_events
+from motion.events import Decomposition, decompose, event_text, shuffled_event_text
 
 
 def read_captions(path: Path) -> list[str]:
@@ -72,13 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with args.output.open("w", encoding="utf-8") as f:
         for dec in decs:
-            try:
-                shuffled = join_events(dec.subject, shuffle_events(dec.events, rng))
-            except UnshuffleableError:
-                shuffled, unshuffleable = None, unshuffleable + 1
+            shuffled = shuffled_event_text(dec.sentences, rng)
+            unshuffleable += shuffled is None
             f.write(json.dumps({"caption": dec.caption, "subject": dec.subject, "events": dec.events,
-                                "event_text": join_events(dec.subject, dec.events),
-                                "shuffled_event_text": shuffled}) + "\n")
+                                "event_text": event_text(dec.sentences), "shuffled_event_text": shuffled}) + "\n")
     multi = sum(len(d.events) > 1 for d in decs)
     print(f"{len(decs)} captions, {multi} with more than one event, {unshuffleable} cannot be shuffled "
           f"-> {args.output}", file=sys.stderr)

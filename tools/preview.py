@@ -3,7 +3,7 @@
     trimo-preview INPUT -o OUT.mp4|OUT.gif [--fps F] [--size 256] [--mapping ...] [--body-model-dir DIR]
 
 INPUT: a `.npy` of joints (T, 22, 3) or of HumanML3D features (T, 263) (told apart by shape;
-features are 20 fps and decoded with shards.motion.features_to_joints), or any file
+features are 20 fps and decoded with motion.features.features_to_joints), or any file
 `trimo-convert` reads (.bvh, .amc, AMASS .npz), shown after canonicalization at 20 fps.
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from shards.importers import MotionImportError, load_motion
-from shards.stickfigure import render_stick_figure, write_video
+from motion.importers import MotionImportError, load_motion
+from render.stick import render_stick_figure, write_video
 
 FEATURE_FPS = 20.0
 
@@ -28,7 +28,7 @@ def load_for_preview(path: Path, fps: float | None = None, **load_kw) -> tuple[n
         except (OSError, ValueError) as err:
             raise MotionImportError(f"{path}: cannot read .npy ({err})") from None
         if arr.ndim == 2 and arr.shape[1] == 263:
-            from shards.motion import features_to_joints
+            from motion.features import features_to_joints
 
             if not np.isfinite(arr).all() or len(arr) < 1:
                 raise MotionImportError(f"{path}: features contain NaN/inf or no frames")

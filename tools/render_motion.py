@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from shards.motion import features_to_joints, resample
-from shards.render import BACKENDS, BODIES, render_frames, render_mesh
-from shards.render.body_model import load_body_model
+from motion.features import features_to_joints, resample
+from render import BACKENDS, BODIES, render_frames, render_mesh
+from render.body_model import load_body_model
 from shards.video_io import encode_mp4
 
 
@@ -33,7 +33,7 @@ def load_joints(path: Path, fps: float, source_fps: float | None, model_dir: str
         if array.ndim != 3 or array.shape[1:] != (22, 3):
             raise SystemExit(f"{path}: shape {array.shape}; expected joints (T, 22, 3) or features (T, 263)")
         return resample(array.astype(np.float64), source_fps or 20.0, fps, source=str(path))
-    from shards.importers import load_motion
+    from motion.importers import load_motion
 
     motion = load_motion(path, body_model_dir=model_dir, fps=source_fps)
     return resample(motion.joints, motion.fps, fps, source=str(path))

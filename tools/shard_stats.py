@@ -4,7 +4,7 @@
                                 [--out DATA/stats.npz] [--update-index]
 
 Streams motion.npy of every sample (optionally only those whose meta.split is --split) into
-shards.motion.FeatureStats: `per_dim` (TMR: plain per-dimension mean/std over all frames) or
+motion.features.FeatureStats: `per_dim` (TMR: plain per-dimension mean/std over all frames) or
 `humanml3d_group` (HumanML3D: std averaged within each feature group). --out saves the stats as a
 pickle-free .npz (FeatureStats.save); --update-index stores them inline in the local shards.json,
 where the reader and trainer find them (ShardIndex.stats()). Prints a short JSON summary.
@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-from shards.motion import CONVENTIONS
+from motion.features import CONVENTIONS
 from shards.reader import load_index, resolve_urls
 from shards.schema import ShardError, stats_to_json
 from shards.writer import compute_feature_stats

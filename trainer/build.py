@@ -12,9 +12,9 @@ DEMO_HINT = ("build the demo shards with `python -m tools.build_demo --out data/
              "and point data.*.index at data/demo-small/<set>/shards.json, or write your own with shards.writer")
 
 
-def build_model(cfg) -> tuple[TrimoModel, object, None]:
-    """(model, tokenizer, None): feature statistics come from the retrieval shard index later."""
-    return TrimoModel(cfg.model), load_tokenizer(cfg.model.retrieval.text), None
+def build_model(cfg) -> tuple[TrimoModel, object]:
+    """(model, tokenizer); the feature statistics are set later, from the retrieval shard index."""
+    return TrimoModel(cfg.model), load_tokenizer(cfg.model.retrieval.text)
 
 
 def _check_index(path: str, what: str) -> None:

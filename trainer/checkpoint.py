@@ -17,17 +17,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from trainer.config import save_config
+from configs.loading import save_config
 
 CHECKPOINTS = "checkpoints"
 COMPLETE_MARKER = "trainer_state_rank0.json"
-# Test hook: "SECONDS" or "SECONDS@STEP": sleep inside a checkpoint write (of that step only), so a
-# test can kill the process mid-write.
-SLEEP_ENV = "TRIMO_TEST_CHECKPOINT_SLEEP"
 
 
 class CheckpointError(RuntimeError):
@@ -50,8 +46,11 @@ def read_pointer(root: Path, name: str) -> str | None:
 
 
 def save_checkpoint(accelerator, run_dir: str | Path, step: int, state: dict[str, Any], cfg: Any,
-                    keep_last: int, keep: tuple[str, ...] = ()) -> Path:
-    """Save everything needed to resume at `step` (call on every rank; `state` is this rank's)."""
+                    keep_last: int, keep: tuple[str, ...] = (), on_staged: Callable[[int], None] | None = None) -> Path:
+    """Save everything needed to resume at `step` (call on every rank; `state` is this rank's).
+
+    The checkpoint is written to a temporary folder and published (renamed, `latest` moved) only
+    once every rank has written its part; `on_staged(step)` runs on the main process in between."""
     root = Path(run_dir) / CHECKPOINTS
     name = checkpoint_name(step)
     tmp, final = root / f".tmp-{name}", root / name
@@ -66,10 +65,8 @@ def save_checkpoint(accelerator, run_dir: str | Path, step: int, state: dict[str
     state_path.write_text(json.dumps(state, indent=1))
     if accelerator.is_main_process:
         save_config(cfg, tmp)
-        seconds, _, at = os.environ.get(SLEEP_ENV, "").partition("@")
-        if seconds and (not at or int(at) == step):
-            print(f"[trimo-test] sleeping inside the checkpoint write of {name}", flush=True)
-            time.sleep(float(seconds))
+        if on_staged is not None:
+            on_staged(step)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if final.exists():

@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from shards.events import decompose, event_caption, join_events, shuffle_events, UnshuffleableError
+from motion.events import event_caption, shuffled_event_text
 from shards.reader import ShardDataset, ShardLoader
-from shards.schema import ShardError
+from shards.schema import ShardError, moment_in_crop
 
 TASK_IDS = {"retrieval": 0, "localization": 1}
 
@@ -177,24 +177,24 @@ def _tokenize(tokenizer, texts: list[str], max_tokens: int) -> tuple[torch.Tenso
     return tok["input_ids"], tok["attention_mask"]
 
 
-def shuffled_negatives(texts: list[str], events: list[list[str] | None], rng: random.Random,
-                       per_sample: int) -> tuple[list[str], list[int]]:
-    """CAR negatives: event-shuffled captions and the row each belongs to (unshuffleable rows get none)."""
+def shuffled_negatives(events: list[list[str] | None], rng: random.Random, per_sample: int
+                       ) -> tuple[list[str], list[int]]:
+    """CAR negatives: event-shuffled captions and the row each belongs to (rows whose stored
+    events cannot be shuffled get none)."""
     negatives, owners = [], []
-    for row, (text, evs) in enumerate(zip(texts, events)):
-        dec = decompose(text)
-        evs = list(evs) if evs else dec.events
-        for _ in range(per_sample):
-            try:
-                negatives.append(join_events(dec.subject, shuffle_events(evs, rng)))
-            except UnshuffleableError:
+    for row, evs in enumerate(events):
+        for _ in range(per_sample if evs else 0):
+            text = shuffled_event_text(evs, rng)
+            if text is None:
                 break
+            negatives.append(text)
             owners.append(row)
     return negatives, owners
 
 
 def retrieval_texts(raw: dict, captions: str = "original") -> list[str]:
-    """A batch's captions as written ("original") or as their events concatenated in order ("events")."""
+    """A batch's captions as written ("original") or as their stored events concatenated in order
+    ("events"; a caption without stored events stays as written)."""
     missing = [k for k, t in zip(raw["key"], raw["text"]) if not t]
     if missing:
         raise ValueError(f"retrieval samples {missing[:3]} have no caption; retrieval shards need meta.texts")
@@ -219,7 +219,7 @@ def retrieval_batch(raw: dict, tokenizer, max_tokens: int, rng: random.Random, *
     if embedder is not None:
         batch["caption_emb"] = embedder(texts)
     if use_negatives:
-        negs, owners = shuffled_negatives(raw["text"], raw["events"], rng, negatives_per_sample)
+        negs, owners = shuffled_negatives(raw["events"], rng, negatives_per_sample)
         if negs:
             batch["shuffled_input_ids"], batch["shuffled_attention_mask"] = _tokenize(tokenizer, negs, max_tokens)
         else:
@@ -245,18 +245,16 @@ def localization_batch(raw: dict, tokenizer, max_tokens: int, rng: random.Random
     durations = []
     for key, moments, span, meta, length in zip(raw["key"], raw["moments"], raw["span"], raw["meta"], raw["length"]):
         fps = float(meta["fps"])
-        offset = float(span[0]) / fps
         duration = float(length) / fps
-        # at least one frame of the moment must lie inside the (possibly cropped) motion
-        usable = [m for m in moments if m["text"].strip()
-                  and min(m["end"] - offset, duration) - max(m["start"] - offset, 0.0) >= 1.0 / fps]
+        usable = [(m["text"], inside) for m in moments if m["text"].strip()
+                  and (inside := moment_in_crop(m, float(span[0]) / fps, duration, fps)) is not None]
         if not usable:
             raise ValueError(f"localization sample {key!r} has no moment inside its motion; "
                              "localization shards need meta.moments [{text, start, end}]")
-        m = usable[rng.randrange(len(usable))]
-        texts.append(m["text"])
-        starts.append(max(m["start"] - offset, 0.0))
-        ends.append(min(m["end"] - offset, duration))
+        text, (start, end) = usable[rng.randrange(len(usable))]
+        texts.append(text)
+        starts.append(start)
+        ends.append(end)
         durations.append(duration)
     ids, mask = _tokenize(tokenizer, texts, max_tokens)
     return {"motion": raw["motion"], "motion_mask": raw["mask"], "text_input_ids": ids, "text_attention_mask": mask,

@@ -1,4 +1,4 @@
-"""Export a trained model and load it back (`load_pretrained`, used by evaluation and search).
+"""Export a trained model and load it back (`load_model`, which also reads training checkpoints).
 
 An export folder holds:
     model.safetensors     the full consolidated state dict in float32 (gathered under ZeRO-3); after
@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from configs.loading import load_run_config, save_config
+from configs.schema import ExperimentConfig
 from modeling.trimo_model import TrimoModel
-from trainer.config import load_run_config, save_config
-from trainer.experiment import ExperimentConfig
 
 TEXT_PREFIX = "retrieval.text_encoder.backbone."
 
@@ -84,14 +84,37 @@ def _backbone_from_config(path: Path):
     return AutoModel.from_config(config)
 
 
-def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> tuple[TrimoModel, object, ExperimentConfig]:
-    """(model in eval mode, tokenizer, experiment config) from an export folder."""
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[TrimoModel, object, ExperimentConfig]:
+    """(model in eval mode, tokenizer, experiment config) from an export folder, a checkpoint folder
+    (checkpoints/step-N) or a run directory (its latest checkpoint): the one way to load a model.
+
+    A checkpoint rebuilds the model from its config.yaml (so the text backbone path in it must
+    exist here) and loads the weights accelerate saved: model.safetensors, or a DeepSpeed ZeRO
+    checkpoint consolidated to fp32 with deepspeed.utils.zero_to_fp32.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model {str(path)!r} does not exist; pass an export folder, a checkpoint "
+                                "folder or a run directory")
+    if (path / "model.safetensors").is_file() and (path / "text_backbone").is_dir():
+        return _load_export(path, device)
+    from trainer.build import build_model
+    from trainer.checkpoint import CHECKPOINTS, resolve_checkpoint
+
+    if (path / CHECKPOINTS).is_dir():
+        path = resolve_checkpoint(path, "latest")
+    if not (path / "config.yaml").is_file():
+        raise FileNotFoundError(f"{path} is neither a trimo export (model.safetensors + text_backbone/) nor a "
+                                "checkpoint (config.yaml); pass <run>/export, <run>/checkpoints/step-N or <run>")
+    cfg = load_run_config(ExperimentConfig, path)
+    model, tokenizer = build_model(cfg)
+    model.load_state_dict(_checkpoint_weights(path), strict=True)
+    return model.to(device).eval(), tokenizer, cfg
+
+
+def _load_export(path: Path, device: str | torch.device) -> tuple[TrimoModel, object, ExperimentConfig]:
     from transformers import AutoTokenizer, CLIPVisionConfig, CLIPVisionModel
 
-    path = Path(path)
-    if not (path / "model.safetensors").is_file():
-        raise FileNotFoundError(f"{path} is not a trimo export (no model.safetensors); "
-                                "export with launch/train.py (it writes <output_dir>/export)")
     cfg = load_run_config(ExperimentConfig, path)
     text_backbone = _backbone_from_config(path / "text_backbone")
     tower = None
@@ -101,3 +124,16 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> tup
     model.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)
     tokenizer = AutoTokenizer.from_pretrained(str(path / "text_backbone"))
     return model.to(device).eval(), tokenizer, cfg
+
+
+def _checkpoint_weights(path: Path) -> dict[str, torch.Tensor]:
+    if (path / "model.safetensors").is_file():
+        return load_file(str(path / "model.safetensors"))
+    if (path / "pytorch_model.bin").is_file():
+        return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    if (path / "latest").is_file():
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        return get_fp32_state_dict_from_zero_checkpoint(str(path))
+    raise FileNotFoundError(f"{path}: no model weights (model.safetensors, pytorch_model.bin or a DeepSpeed "
+                            "checkpoint with 'latest'); was the checkpoint written completely?")

@@ -32,28 +32,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainer.callback import Callback
 from trainer.checkpoint import load_trainer_state, mark_best, resolve_checkpoint, save_checkpoint
-from trainer.config import ConfigError, save_config
+from configs.loading import ConfigError, save_config
 from trainer.data import (CaptionEmbedder, TaskStream, localization_batch, retrieval_batch, step_rng,
                           task_for_step)
-from trainer.experiment import ExperimentConfig
-from trainer.metrics_log import RunLogger
+from configs.schema import ExperimentConfig
+from trainer.run_log import RunLogger
 from trainer.optim import build_optimizer
 from trainer.schedule import build_scheduler
-
-# Test hooks: make the loss non-finite at these step indices (comma list; "3" = the first
-# micro-batch of step index 3, "3*" = all of them), or keep the loss finite and make its gradient
-# non-finite; or SIGKILL this process right after the checkpoint of this step is complete.
-NONFINITE_ENV = "TRIMO_TEST_NONFINITE_STEPS"
-NONFINITE_GRAD_ENV = "TRIMO_TEST_NONFINITE_GRAD_STEPS"
-# Test hooks: after training, save the model's outputs on trainer.probe's fixed batch here; save
-# the full gradient of the first step (before clipping and the update) here.
-PROBE_ENV = "TRIMO_TEST_PROBE_OUT"
-GRADIENTS_ENV = "TRIMO_TEST_FIRST_GRADIENTS_OUT"
-KILL_AFTER_ENV = "TRIMO_TEST_KILL_AFTER_STEP"
-# Test hook: this process sends itself SIGTERM after this step (preemption).
-SIGNAL_AT_ENV = "TRIMO_TEST_SIGTERM_AT_STEP"
-
 
 class NonFiniteLossError(RuntimeError):
     pass
@@ -136,11 +123,12 @@ def _fill_deepspeed_config(accelerator, cfg: ExperimentConfig, micro_batch: int)
 
 
 class Trainer:
-    def __init__(self, cfg: ExperimentConfig, resume: str | None = None):
+    def __init__(self, cfg: ExperimentConfig, resume: str | None = None, callback: Callback | None = None):
         """Build everything on this rank; `resume`: latest | best | a checkpoint directory."""
         from trainer.build import build_datasets, build_model
 
         self.cfg = cfg
+        self.callback = callback or Callback()
         self.run_dir = Path(cfg.run.output_dir)
         self.accelerator = acc = make_accelerator(cfg)
         self.rank, self.world = acc.process_index, acc.num_processes
@@ -155,14 +143,14 @@ class Trainer:
 
         torch.manual_seed(cfg.run.seed)  # same initial weights on every rank
         with whole_weights():
-            self.model, self.tokenizer, stats = build_model(cfg)
+            self.model, self.tokenizer = build_model(cfg)
         self.tasks = tuple(t for t, on in (("retrieval", cfg.model.use_retrieval),
                                            ("localization", cfg.model.use_localization)) if on)
         datasets = build_datasets(cfg, self.rank, self.world)
         self.streams = {t: TaskStream(datasets[t], getattr(cfg.data, t).batch_size, cfg.data.num_workers,
                                       cfg.run.seed) for t in self.tasks}
-        if stats is None:   # the retrieval set's statistics (the localization set's in a localization-only run)
-            stats = datasets[self.tasks[0]].index.stats()
+        # the retrieval set's statistics (the localization set's in a localization-only run)
+        stats = datasets[self.tasks[0]].index.stats()
         if stats is not None:
             self.model.set_feature_stats(torch.as_tensor(stats.mean), torch.as_tensor(stats.std))
         elif acc.is_main_process:
@@ -244,7 +232,7 @@ class Trainer:
         flag = torch.tensor([1.0 if self.stop_signal is not None else 0.0], device=self.accelerator.device)
         return self.accelerator.reduce(flag, "sum").item() > 0
 
-    def train_step(self, step: int, test_hooks: dict[str, set[int]]) -> dict[str, Any]:
+    def train_step(self, step: int) -> dict[str, Any]:
         """Run micro-batches until `grad_accum` of them were finite, then one optimizer update
         (skipped on every rank when the gradient is not finite); returns the step's metrics."""
         acc, cfg = self.accelerator, self.cfg
@@ -262,14 +250,11 @@ class Trainer:
             with nullcontext() if last else acc.no_sync(self.model):
                 out = self.model(batch, task)
                 loss = out["loss"]
-                if step in test_hooks["nonfinite_all"] or (step in test_hooks["nonfinite_first"] and tries == 1):
-                    loss = loss * float("nan")
+                loss = self.callback.on_loss(self, step, tries - 1, loss)
                 if not self._all_finite(loss):
                     skipped += 1
                     self._count_nonfinite(step, "micro-batch(es) with a non-finite loss")
                     continue
-                if step in test_hooks["nonfinite_grad"]:
-                    loss.register_hook(lambda grad: grad * float("nan"))
                 accepted += 1
                 if self.uses_deepspeed:
                     self.model.set_gradient_accumulation_boundary(last)
@@ -280,8 +265,7 @@ class Trainer:
                 if isinstance(v, torch.Tensor) and v.numel() == 1:
                     values.setdefault(k, []).append(float(v.detach()))
             samples += sum(len(b["text_input_ids"]) for b in (batch.values() if task == "joint" else [batch]))
-        if step == 0 and os.environ.get(GRADIENTS_ENV):
-            self.save_gradients(os.environ[GRADIENTS_ENV])
+        self.callback.on_gradients(self, step)
         if self.uses_deepspeed:
             self.model.step()   # clips, and skips the update when the gradient is not finite
             applied = self.model.was_step_applied()
@@ -333,7 +317,7 @@ class Trainer:
         if self.embedder is not None:
             self.embedder.save()
         save_checkpoint(self.accelerator, self.run_dir, step, self.trainer_state(), self.cfg,
-                        self.cfg.checkpoint.keep_last)
+                        self.cfg.checkpoint.keep_last, on_staged=self.callback.on_checkpoint_staged)
 
     # --- the run ---------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -347,10 +331,7 @@ class Trainer:
         if self.resumed_from is not None:
             logger.message(f"resumed from {self.resumed_from} at step {self.state['step']}")
         self._install_signal_handlers()
-        test_hooks = _test_hooks()
         logger.message(self.describe())
-        kill_after = int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
-        signal_at = int(os.environ.get(SIGNAL_AT_ENV, "0") or 0)
         self.model.train()
         status = "finished"
         last_saved = self.state["step"] if self.resumed_from else -1
@@ -358,7 +339,7 @@ class Trainer:
             while self.state["step"] < cfg.run.max_steps:
                 step = self.state["step"]
                 t0 = time.perf_counter()
-                metrics = self.train_step(step, test_hooks)
+                metrics = self.train_step(step)
                 self.state["step"] = step = step + 1
                 samples = metrics.pop("samples")
                 self.state["samples"] += samples
@@ -382,10 +363,8 @@ class Trainer:
                     last_saved = step
                     if improved and acc.is_main_process:
                         mark_best(self.run_dir, step)
-                    if kill_after and step == kill_after:
-                        os.kill(os.getpid(), signal.SIGKILL)
-                if signal_at and step == signal_at:
-                    os.kill(os.getpid(), signal.SIGTERM)
+                    self.callback.on_checkpoint(self, step)
+                self.callback.on_step_end(self, step)
                 if self._stop_requested():   # a signal on any rank stops every rank at the same step
                     status = f"stopped by signal at step {step}"
                     break
@@ -393,8 +372,7 @@ class Trainer:
             logger.close()
         if last_saved != self.state["step"]:
             self.save(self.state["step"])
-        if os.environ.get(PROBE_ENV):
-            self.save_probe(os.environ[PROBE_ENV])
+        self.callback.on_fit_end(self)
         logger.message(f"{status}; checkpoint {self.run_dir / 'checkpoints' / 'latest'} -> step {self.state['step']}")
         return {"status": status, "step": self.state["step"]}
 
@@ -444,15 +422,6 @@ class Trainer:
         if improved:
             self.state.update(best_metric=metric, best_step=step)
         return improved
-
-
-def _test_hooks() -> dict[str, set[int]]:
-    def steps(env: str, everything: bool | None = None) -> set[int]:
-        items = [s.strip() for s in os.environ.get(env, "").split(",") if s.strip()]
-        return {int(s.rstrip("*")) for s in items if everything is None or s.endswith("*") == everything}
-
-    return {"nonfinite_first": steps(NONFINITE_ENV, False), "nonfinite_all": steps(NONFINITE_ENV, True),
-            "nonfinite_grad": steps(NONFINITE_GRAD_ENV)}
 
 
 def _finite_mean(values: list[float]) -> float:

@@ -5,7 +5,7 @@ Computed on every rank's share of the validation shards, then gathered:
   similarity of the pooled embeddings, the caption's own motion is the single positive), and the
   CAR accuracy (the motion is closer to its caption than to the event-shuffled caption);
 - localization: mean IoU of the Eq. 13 top-1 span against the moment, and R@1 at IoU >= 0.5.
-The metric functions are trainer.metrics' (tie-averaged ranks, percentages), as in the evaluation.
+The metric functions are evaluation.protocols' (tie-averaged ranks, percentages), as in the evaluation.
 `val/score` (the default model-selection metric) is the mean of the retrieval R@1s and the
 localization mean IoU that exist. The paper protocols (TMR subsets, Normal/Assigned IoU, corpus
 retrieval) belong to launch/evaluate.py.
@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import torch
 
 from modeling.localization import decode_moments
-from trainer import metrics as M
+from evaluation import protocols as M
 from trainer.data import localization_batch, retrieval_batch, retrieval_texts, shuffled_negatives, _tokenize
 
 
@@ -60,7 +60,7 @@ def validate(trainer, step: int) -> dict[str, float]:
                 b = {k: v.to(acc.device) for k, v in b.items()}
                 out = model(b, "embed")
                 # one shuffled caption per sample (the caption itself when it cannot be shuffled)
-                negs, owners = shuffled_negatives(raw["text"], raw["events"], rng, 1)
+                negs, owners = shuffled_negatives(raw["events"], rng, 1)
                 texts = retrieval_texts(raw, cfg.data.train_captions)
                 for o, n in zip(owners, negs):
                     texts[o] = n

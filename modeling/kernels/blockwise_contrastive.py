@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from modeling.config import ContrastiveLossConfig
+from configs.schema import ContrastiveLossConfig
 
 KINDS = ("soft_kl", "infonce")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shards.importers.common import MotionImportError
+from motion.importers.common import MotionImportError
 
 from .common import FPS, amass_motion, clean_key, convert_all, make_sample, mirror_sample
 

@@ -4,13 +4,13 @@ Every converter turns its source into schema-v1 sample dicts (shards.schema) and
 `write_dataset`, which writes one shard set per split (`<out>/<split>/shards.json`, because a
 ShardDataset reads a whole set) and:
 - applies the length filter at write time: a caption whose span is not `min_frames..max_frames`
-  feature frames (the reader's crop rule, shards.reader._caption_frames) is dropped, and a clip
+  feature frames (the reader's crop rule, shards.schema.caption_frames) is dropped, and a clip
   left without captions is dropped; by default only train/val are filtered (HumanML3D loaders keep
   40..200 frames for training; TMR keeps every length at test). Localization samples (moments,
   no texts) are filtered on the whole motion. Drops are counted in the index's `extra`;
 - computes the feature statistics from the train split only and stores them in every split's
   index, so val/test are normalized with the training statistics.
-Captions get their events from shards.events.decompose (CAR); keys are cleaned to the schema's
+Captions get their events from motion.events.decompose (CAR); keys are cleaned to the schema's
 charset (letters, digits, '_', '-', '/').
 """
 from __future__ import annotations
@@ -27,12 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from shards.events import decompose
-from shards.importers.common import MotionImportError
-from shards.mirror import mirror_features, mirror_joints, swap_left_right
-from shards.motion import joints_to_features
-from shards.reader import _caption_frames  # the crop rule the reader applies: filter with the same one
-from shards.schema import ShardError, ShardIndex, stats_to_json
+from motion.events import decompose
+from motion.importers.common import MotionImportError
+from motion.mirror import mirror_features, mirror_joints, swap_left_right
+from motion.features import joints_to_features
+from configs.schema import MAX_FRAMES, MIN_FRAMES
+from shards.schema import ShardError, ShardIndex, caption_frames, length_ok, stats_to_json
 from shards.writer import compute_feature_stats, write_shards
 
 FPS = 20.0
@@ -55,9 +55,10 @@ def mirrored_key(key: str) -> str:
 
 
 def caption(text: str, start: float | None = None, end: float | None = None, events: bool = True) -> dict:
-    """A meta.texts entry; `events` runs the rule-based decomposer (shards.events)."""
+    """A meta.texts entry; `events` stores the caption's event sentences from the rule-based
+    decomposer (motion.events): the one place a converted caption is decomposed."""
     text = " ".join(text.split())
-    return {"text": text, "events": decompose(text).events if events and text else None,
+    return {"text": text, "events": decompose(text).sentences if events and text else None,
             "start": None if start is None else float(start), "end": None if end is None else float(end)}
 
 
@@ -79,7 +80,7 @@ def make_sample(key: str, motion: np.ndarray, *, dataset: str, split: str, sourc
 def amass_motion(npz_path: str | Path, body_model_dir: str | Path, gender: str | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:
     """A whole AMASS sequence -> (features (T-1, 263), canonical joints (T, 22, 3)) at 20 fps, via smplx."""
-    from shards.importers.amass import load_amass_npz
+    from motion.importers.amass import load_amass_npz
 
     motion = load_amass_npz(npz_path, body_model_dir, gender)
     joints = motion.to_canonical()
@@ -103,12 +104,12 @@ def mirror_sample(sample: dict, key: str | None = None) -> dict:
 class LengthFilter:
     """Keep captions whose span has min_frames..max_frames feature frames (None = no bound), in `splits`."""
 
-    min_frames: int | None = 40
-    max_frames: int | None = 200
+    min_frames: int | None = MIN_FRAMES
+    max_frames: int | None = MAX_FRAMES
     splits: tuple[str, ...] = ("train", "val")
 
     def ok(self, n: int) -> bool:
-        return (self.min_frames is None or n >= self.min_frames) and (self.max_frames is None or n <= self.max_frames)
+        return length_ok(n, self.min_frames, self.max_frames)
 
     def apply(self, sample: dict, counter: Counter) -> dict | None:
         """The sample with out-of-range captions removed, or None (counted in `counter`)."""
@@ -121,7 +122,7 @@ class LengthFilter:
                 return sample
             counter["motion_length"] += 1
             return None
-        kept = [t for t in meta["texts"] if self.ok(_span_frames(t, frames, fps))]
+        kept = [t for t in meta["texts"] if self.ok(_span_length(t, frames, fps))]
         counter["caption_length"] += len(meta["texts"]) - len(kept)
         if not kept:
             counter["no_caption_left"] += 1
@@ -129,8 +130,8 @@ class LengthFilter:
         return dict(sample, meta=dict(meta, texts=kept))
 
 
-def _span_frames(text: dict, frames: int, fps: float) -> int:
-    first, stop = _caption_frames(text, frames, fps)
+def _span_length(text: dict, frames: int, fps: float) -> int:
+    first, stop = caption_frames(text, frames, fps)
     return stop - first
 
 
@@ -203,7 +204,7 @@ def _chain(first: dict, rest: Iterator[dict]) -> Iterator[dict]:
 
 # ----------------------------------------------------------------------------- CLI pieces
 
-def add_write_args(parser, min_frames: int | None = 40, max_frames: int | None = 200) -> None:
+def add_write_args(parser, min_frames: int | None = MIN_FRAMES, max_frames: int | None = MAX_FRAMES) -> None:
     """The output options every tools/convert_<dataset>.py shares."""
     parser.add_argument("-o", "--out", required=True, help="output folder; each split goes to OUT/<split>/")
     parser.add_argument("--min-frames", type=_optional_int, default=min_frames,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from shards.importers.humanml3d import load_sample, read_split
+from motion.importers.humanml3d import load_sample, read_split
 
 from .common import caption, clean_key, make_sample
 

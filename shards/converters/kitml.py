@@ -3,8 +3,8 @@
 KIT-ML ships 251-d features of a 21-joint MMM skeleton at 12.5 fps. They cannot go into a
 trimo shard as they are: the schema, the GCN over 22 joints and the 263-d stats all assume
 SMPL's skeleton. So this converter reads `new_joints/<id>.npy` (T, 21, 3), maps the MMM joints
-onto the 22 SMPL-order joints, resamples 12.5 -> 20 fps (shards.motion.resample, linear) and
-recomputes the features on the uniform skeleton (shards.importers.common.ImportedMotion).
+onto the 22 SMPL-order joints, resamples 12.5 -> 20 fps (motion.features.resample, linear) and
+recomputes the features on the uniform skeleton (motion.importers.common.ImportedMotion).
 
 The mapping is an approximation, recorded in every sample's meta (`skeleton_source`):
 - MMM has no collar joints: each collar is placed halfway between the lower neck (BLN) and
@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from shards.importers.common import ImportedMotion, MotionImportError
-from shards.importers.humanml3d import read_split, read_texts
-from shards.motion import joints_to_features
-from shards.skeleton import JOINT_NAMES
+from motion.importers.common import ImportedMotion, MotionImportError
+from motion.importers.humanml3d import read_split, read_texts
+from motion.features import joints_to_features
+from motion.skeleton import JOINT_NAMES
 
 from .common import caption, clean_key, make_sample
 

@@ -6,12 +6,12 @@ after HumanML3D dropped the first seconds of some subsets (`TRIM_SECONDS`). Segm
 by source; each source becomes one untrimmed sample whose `moments` are its segments' captions
 at absolute times: (trim + start_frame) / 20 + the caption's own start inside the clip.
 
-- Motion: the whole AMASS sequence from frame 0 at 20 fps through smplx (shards.importers.amass,
+- Motion: the whole AMASS sequence from frame 0 at 20 fps through smplx (motion.importers.amass,
   the same striding as HumanML3D), on the uniform skeleton. HumanML3D's own new_joints cannot be
   used: each clip is re-centred and re-rotated on its own, and the gaps between clips are missing.
 - Moments longer than 80% of their source are dropped (MLP); a source left without one is dropped.
 - Mirrored copy (`M` key prefix) of every source: features mirrored, moment texts swapped with
-  shards.mirror.swap_left_right (not HumanML3D's M captions: ours apply to the whole source).
+  motion.mirror.swap_left_right (not HumanML3D's M captions: ours apply to the whole source).
 - Split by source (MLP re-split to stop sources leaking across splits): a source goes to the most
   held-out split any of its segments (or their M twins) is in, test > val > train, so no segment a
   HumanML3D-trained model saw in training is ever in Restore's test or val. HumanAct12 rows
@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from shards.importers.common import MotionImportError
-from shards.importers.humanml3d import read_split, read_texts
+from motion.importers.common import MotionImportError
+from motion.importers.humanml3d import read_split, read_texts
 
 from .common import FPS, amass_motion, clean_key, convert_all, make_sample, mirror_sample
 

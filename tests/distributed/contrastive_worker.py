@@ -13,7 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from modeling.config import ContrastiveLossConfig
+from configs.schema import ContrastiveLossConfig
 from modeling.contrastive import ContrastiveAlignment
 
 B, IN, D, E = 4, 6, 8, 5

@@ -1,0 +1,261 @@
+"""The demo corpus: which clips exist, their split, their captions, and each clip as a shard sample.
+
+Two sets:
+- retrieval: short clips (<= 10 s) of 1-4 chained events, each with 3-5 paraphrased captions of
+  the whole clip (start/end null) and the event list of each caption; rendered to video too;
+- localization: untrimmed clips (10-60 s by default) of many events, sometimes with idle pauses
+  between them; `moments` holds one caption per event and some captions of two consecutive
+  events (compound, with ordering words), each with its start/end in seconds (HumanML3D
+  Restore-like); `texts` holds the same captions with their events.
+
+Everything about clip i derives from (seed, set, i): its body, events, timing noise and captions,
+so any worker count gives the same samples. Splits come from a hash of the clip key alone.
+
+Leakage rule (templated captions repeat, so it is stated precisely): every clip is in exactly one
+split, and its parameters (body, events, noise seeds) are drawn for it alone; a caption string
+(compared lower-cased with punctuation removed) belongs to one split only: train captions are
+drawn first, then val and test draw theirs avoiding strings of the other splits. A held-out clip
+(or localization moment) for which no unused caption can be found is dropped; the build prints
+how many.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from demo.body import FPS, Body, random_body
+from demo.captions import Caption, describe, normalize
+from demo.compose import Event, perform
+from demo.primitives import PRIMITIVES
+from motion.importers.common import ImportedMotion
+from motion.features import joints_to_features
+
+DATASET = "trimo-demo"
+GENERATOR_VERSION = 1
+SPLITS = ("train", "val", "test")
+SPLIT_PERCENT = (84, 8, 8)
+RETRIEVAL_MAX_FRAMES = 197  # <= 196 feature frames, the longest clip the field's loaders keep
+RETRIEVAL_MIN_FRAMES = 41   # >= 40 feature frames (2 s), the shortest they keep
+EVENT_COUNTS, EVENT_COUNT_P = (1, 2, 3, 4), (0.35, 0.3, 0.2, 0.15)
+FILLER = "idle"  # pauses between localization events; not described by a moment
+
+
+@dataclass(frozen=True)
+class CorpusSize:
+    """Clip counts of the two sets and the length range (seconds) of localization clips."""
+
+    retrieval: int
+    localization: int
+    localization_seconds: tuple[float, float] = (10.0, 60.0)
+
+
+SIZES = {
+    "tiny": CorpusSize(24, 4, (10.0, 14.0)),
+    "small": CorpusSize(400, 40),
+    "default": CorpusSize(3000, 300),
+    "large": CorpusSize(20000, 2000),
+}
+
+
+def split_of(key: str) -> str:
+    """train / val / test from a hash of the clip key (84 / 8 / 8 %)."""
+    bucket = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") % 100
+    edge = 0
+    for split, percent in zip(SPLITS, SPLIT_PERCENT):
+        edge += percent
+        if bucket < edge:
+            return split
+    raise AssertionError("split percentages must sum to 100")
+
+
+@dataclass
+class Moment:
+    """Events first..last (inclusive) of a localization clip and the captions chosen for them."""
+
+    first: int
+    last: int
+    captions: list[Caption] = field(default_factory=list)
+
+
+@dataclass
+class ClipPlan:
+    """Everything needed to render one sample, decided before any joint is computed."""
+
+    key: str
+    kind: str  # "retrieval" or "localization"
+    split: str
+    seed: tuple[int, ...]
+    body: np.ndarray  # bone lengths (22,)
+    events: list[Event]
+    num_frames: int
+    captions: list[Caption] = field(default_factory=list)  # retrieval: whole-clip paraphrases
+    moments: list[Moment] = field(default_factory=list)     # localization
+
+
+def _event(name: str, rng: np.random.Generator) -> Event:
+    return Event(name, PRIMITIVES[name].sample(rng), seed=int(rng.integers(2 ** 31)))
+
+
+def _next_names(previous: str | None, exclude: set[str]) -> list[str]:
+    """Primitives allowed after `previous` (posture), without immediate repeats or `exclude`."""
+    if previous is not None and PRIMITIVES[previous].ends == "sit":
+        return ["stand_up"]
+    names = [n for n, p in PRIMITIVES.items() if p.starts == "stand" and n != previous and n not in exclude]
+    if previous is None:
+        names.append("stand_up")  # a clip may begin seated
+    return names
+
+
+def _event_length(event: Event, body: Body) -> int:
+    """Frames of one event on its own; chained, each later event shares its first frame with the one before."""
+    return len(PRIMITIVES[event.name].make(event.params, body, np.random.default_rng(event.seed)))
+
+
+def _chained_frames(lengths: list[int]) -> int:
+    return sum(lengths) - (len(lengths) - 1)
+
+
+def plan_retrieval(index: int, seed: int) -> ClipPlan:
+    key = f"demo/retrieval/{index:06d}"
+    clip_seed = (seed, 0, index)
+    rng = np.random.default_rng(clip_seed)
+    body = random_body(rng)
+    wanted = int(rng.choice(EVENT_COUNTS, p=EVENT_COUNT_P))
+    events: list[Event] = []
+    lengths: list[int] = []
+    for _ in range(4 * wanted + 8):  # a few tries to fit the budget
+        if len(events) >= wanted and _chained_frames(lengths) >= RETRIEVAL_MIN_FRAMES:
+            break
+        exclude = ({e.name for e in events} | {FILLER}) if events else set()
+        event = _event(str(rng.choice(_next_names(events[-1].name if events else None, exclude))), rng)
+        length = _event_length(event, body)
+        if _chained_frames(lengths + [length]) <= RETRIEVAL_MAX_FRAMES:
+            events.append(event)
+            lengths.append(length)
+    if not events:  # cannot happen with the current primitives (each fits alone); fail loudly if it does
+        raise RuntimeError(f"{key}: no event fits in {RETRIEVAL_MAX_FRAMES} frames")
+    return ClipPlan(key, "retrieval", split_of(key), clip_seed, body.lengths, events, _chained_frames(lengths))
+
+
+def plan_localization(index: int, seed: int, seconds: tuple[float, float] = (10.0, 60.0)) -> ClipPlan:
+    key = f"demo/localization/{index:06d}"
+    clip_seed = (seed, 1, index)
+    rng = np.random.default_rng(clip_seed)
+    body = random_body(rng)
+    target = rng.uniform(*seconds) * FPS
+    events: list[Event] = []
+    lengths: list[int] = []
+    used: set[str] = set()
+    while True:
+        previous = events[-1].name if events else None
+        if previous not in (None, FILLER, "sit_down") and rng.random() < 0.25:
+            names = [FILLER]
+        else:
+            names = _next_names(previous, used | {FILLER}) or _next_names(previous, {FILLER})
+        event = _event(str(rng.choice(names)), rng)
+        length = _event_length(event, body)
+        frames = _chained_frames(lengths + [length])
+        if frames > seconds[1] * FPS and events:
+            break
+        events.append(event)
+        lengths.append(length)
+        used.add(event.name)
+        if frames >= target:
+            break
+    described = [i for i, e in enumerate(events) if e.name != FILLER]
+    moments = [Moment(i, i) for i in described]
+    for a, b in zip(described, described[1:]):
+        if b == a + 1 and rng.random() < 0.35:  # consecutive described events, told in one compound caption
+            moments.append(Moment(a, b))
+    moments.sort(key=lambda m: (m.first, m.last))
+    return ClipPlan(key, "localization", split_of(key), clip_seed, body.lengths, events,
+                    _chained_frames(lengths), moments=moments)
+
+
+# ----------------------------------------------------------------------------- captions
+
+def _draw_captions(events: list[Event], rng: np.random.Generator, count: int, taken: list[set[str]],
+                   tries: int) -> list[Caption]:
+    """Up to `count` distinct captions of `events` whose normalized text is in none of `taken`."""
+    chosen: dict[str, Caption] = {}
+    pairs = [(e.name, e.params) for e in events]
+    for _ in range(tries):
+        caption = describe(pairs, rng)
+        norm = normalize(caption.text)
+        if norm not in chosen and not any(norm in t for t in taken):
+            chosen[norm] = caption
+            if len(chosen) == count:
+                break
+    return list(chosen.values())
+
+
+def assign_captions(plans: list[ClipPlan], seed: int) -> tuple[list[ClipPlan], dict[str, int]]:
+    """Caption every plan (train first), keeping caption strings within one split.
+
+    Returns the plans that kept at least one caption (input order) and counts of what was dropped.
+    """
+    claimed: dict[str, set[str]] = {split: set() for split in SPLITS}  # normalized captions per split
+    dropped = {"clips": 0, "moments": 0}
+    order = sorted(range(len(plans)), key=lambda i: SPLITS.index(plans[i].split))
+    keep = [True] * len(plans)
+    for i in order:
+        plan = plans[i]
+        taken = [claimed[split] for split in SPLITS if split != plan.split]
+        rng = np.random.default_rng((seed, 2, plan.seed[1], plan.seed[2]))
+        tries = 12 if plan.split == "train" else 60
+        if plan.kind == "retrieval":
+            plan.captions = _draw_captions(plan.events, rng, int(rng.integers(3, 6)), taken, tries)
+            texts = plan.captions
+            keep[i] = bool(texts)
+        else:
+            for moment in plan.moments:
+                moment.captions = _draw_captions(plan.events[moment.first:moment.last + 1], rng, 2, taken, tries)
+            dropped["moments"] += sum(not m.captions for m in plan.moments)
+            plan.moments = [m for m in plan.moments if m.captions]
+            texts = [c for m in plan.moments for c in m.captions]
+            keep[i] = bool(plan.moments)
+        claimed[plan.split].update(normalize(c.text) for c in texts)
+        dropped["clips"] += not keep[i]
+    return [p for p, k in zip(plans, keep) if k], dropped
+
+
+# ----------------------------------------------------------------------------- samples
+
+def _seconds(frame: int, num_features: int) -> float:
+    return round(min(frame, num_features) / FPS, 4)
+
+
+def render_sample(plan: ClipPlan, video: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The shard sample of a plan: 263-d features, canonical joints, meta, and optionally video.
+
+    `video` holds render_video's keyword arguments (fps, size), or None for no video.
+    """
+    body = Body(np.asarray(plan.body))
+    joints = perform(plan.events, body)
+    canonical = ImportedMotion(joints, FPS, plan.key).to_canonical()
+    motion = joints_to_features(canonical, source=plan.key)
+    n = len(motion)
+    actions = [{"name": e.name, "params": e.params, "start": _seconds(e.start, n), "end": _seconds(e.end, n)}
+               for e in plan.events]
+    meta: dict[str, Any] = {
+        "dataset": DATASET, "split": plan.split, "fps": FPS, "duration": round(n / FPS, 4), "mirrored": False,
+        "source": plan.key, "generator": {"version": GENERATOR_VERSION, "seed": list(plan.seed)},
+        "body_height_scale": round(float(body.leg / 0.82), 4), "actions": actions,
+    }
+    if plan.kind == "retrieval":
+        meta["texts"] = [{"text": c.text, "events": c.events, "start": None, "end": None} for c in plan.captions]
+    else:
+        meta["texts"], meta["moments"] = [], []
+        for m in plan.moments:
+            start, end = actions[m.first]["start"], actions[m.last]["end"]
+            meta["moments"].append({"text": m.captions[0].text, "start": start, "end": end})
+            meta["texts"].extend({"text": c.text, "events": c.events, "start": start, "end": end} for c in m.captions)
+    sample = {"key": plan.key, "motion": motion, "joints": canonical.astype(np.float32), "meta": meta}
+    if video is not None:
+        from demo.video import render_video
+
+        sample["video"] = render_video(canonical, **video)
+    return sample
