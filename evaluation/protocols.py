@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 RECALL_KS = (1, 2, 3, 5, 10)
 IOU_THRESHOLDS = (0.5, 0.7, 0.9)
@@ -172,11 +173,15 @@ def tmr_protocols(sim: np.ndarray, ids: list[str], sentence_emb: np.ndarray, thr
 # ---------------------------------------------------------------- chronological accuracy (CAR)
 
 def car_accuracy(sim_true: np.ndarray, sim_shuffled: np.ndarray) -> float:
-    """Percent of items whose motion is closer to the true caption than to its shuffled one (strict >)."""
+    """Percent of items whose motion is closer to the true caption than to its shuffled one
+    (modeling.contrastive.car_counts: strict >, ties lose)."""
+    from modeling.contrastive import car_counts
+
     sim_true, sim_shuffled = np.asarray(sim_true, dtype=np.float64), np.asarray(sim_shuffled, dtype=np.float64)
     if sim_true.shape != sim_shuffled.shape or sim_true.size == 0:
         raise ValueError(f"CAR needs equal, non-empty arrays; got {sim_true.shape} and {sim_shuffled.shape}")
-    return float(100.0 * np.mean(sim_true > sim_shuffled))
+    wins, items = car_counts(torch.from_numpy(sim_true), torch.from_numpy(sim_shuffled)).tolist()
+    return 100.0 * wins / items
 
 
 @dataclass

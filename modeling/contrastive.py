@@ -204,14 +204,18 @@ class ContrastiveAlignment(nn.Module):
         return out
 
 
+def car_counts(true_sim: torch.Tensor, shuffled_sim: torch.Tensor) -> torch.Tensor:
+    """CAR eq. 2's test, the one definition training, validation and evaluation use: (wins, items),
+    a win being a motion strictly closer to its true caption than to its shuffled one (ties lose)."""
+    return torch.stack([(true_sim > shuffled_sim).sum(), torch.tensor(true_sim.numel(), device=true_sim.device)])
+
+
 def car_accuracy(motion: torch.Tensor, text: torch.Tensor, negatives: torch.Tensor,
                  owner: torch.Tensor, across_ranks: bool = False) -> torch.Tensor:
-    """CAR eq. 2 on a batch: share of negatives k whose owner motion prefers its true caption
+    """CAR accuracy on a batch: share of negatives k whose owner motion prefers its true caption
     (NaN without negatives). across_ranks: over the negatives of every rank (a collective)."""
     m, t, c = (F.normalize(x.detach().float(), dim=-1) for x in (motion, text, negatives))
-    true_sim = (m[owner] * t[owner]).sum(-1)
-    shuffled_sim = (m[owner] * c).sum(-1)
-    counts = torch.stack([(true_sim > shuffled_sim).sum(), torch.tensor(len(owner), device=owner.device)]).float()
+    counts = car_counts((m[owner] * t[owner]).sum(-1), (m[owner] * c).sum(-1)).float()
     if across_ranks:
         counts = sum_over_ranks(counts)
     return counts[0] / counts[1] if counts[1] > 0 else counts.new_tensor(float("nan"))

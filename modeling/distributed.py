@@ -12,11 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 
-
-def rank_and_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+from shards.reader import rank_and_world  # noqa: F401 (also this module's public name)
 
 
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:

@@ -4,9 +4,10 @@ MotionCLIP/LAVIMO: linear projection, a prepended [CLS] token, sinusoidal positi
 transformer; the CLS output is the motion embedding e_m. Optionally MLP's S-Enc (GCN over the 22
 joints of every frame) replaces the linear input path.
 
-The model always receives *normalized* features. The S-Enc needs the per-joint 12-d representation,
-which is derived from raw features, so the encoder keeps the dataset's FeatureStats (mean/std) as
-buffers (saved with the checkpoint; set them with `set_feature_stats`) and un-normalizes inside.
+The encoder holds the model's one copy of the feature statistics (the retrieval shard set's mean/std,
+buffers saved with every checkpoint and export; set them with `set_feature_stats`): `normalize` maps
+raw features to the normalized ones the encoder reads, and the S-Enc, which needs the per-joint 12-d
+representation of raw features, un-normalizes with the same buffers.
 """
 from __future__ import annotations
 
@@ -39,18 +40,25 @@ class MotionEncoder(nn.Module):
                                            cfg.gcn_normalize_adjacency)
             self.gcn = SpatialGCN(cfg.joint_feats, cfg.gcn_dim, cfg.gcn_layers, adjacency)
             self.joint12_fn = joint12_fn or _default_joint12
-            self.register_buffer("feat_mean", torch.zeros(cfg.n_feats))
-            self.register_buffer("feat_std", torch.ones(cfg.n_feats))
             in_dim = cfg.gcn_dim
+        self.register_buffer("feat_mean", torch.zeros(cfg.n_feats))
+        self.register_buffer("feat_std", torch.ones(cfg.n_feats))
         self.transformer = SequenceTransformer(in_dim, cfg.latent_dim, cfg.n_layers, cfg.n_heads, cfg.ff_dim,
                                                cfg.dropout, cfg.activation, backend, pooling="cls")
 
-    def set_feature_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        """The mean/std the batches were normalized with ((x - mean) / std); needed by the S-Enc."""
-        if self.gcn is None:
-            return
+    def set_feature_stats(self, mean, std) -> None:
+        """The statistics raw motion is normalized with, (x - mean) / std.
+
+        Features that never vary in the statistics' data (std ~ 0, e.g. the root's height or
+        unused contacts in a synthetic corpus) are only centred: dividing by ~0 would blow up any
+        other value they take."""
+        std = torch.as_tensor(std, dtype=self.feat_std.dtype)
         self.feat_mean.copy_(torch.as_tensor(mean, dtype=self.feat_mean.dtype))
-        self.feat_std.copy_(torch.as_tensor(std, dtype=self.feat_std.dtype))
+        self.feat_std.copy_(torch.where(std < 1e-6, torch.ones_like(std), std))
+
+    def normalize(self, motion: torch.Tensor) -> torch.Tensor:
+        """Raw features -> normalized, in float32 (the encoder casts to its weights' dtype)."""
+        return (motion.float() - self.feat_mean.float()) / self.feat_std.float()
 
     def forward(self, motion: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """motion (B, T, 263) normalized, mask (B, T) True = real frame -> ((B, T, d), (B, d))."""

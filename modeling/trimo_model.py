@@ -1,9 +1,9 @@
 """The assembled trimo model: the retrieval model (LAVIMO + CAR) and the MLP localization head on
 the same motion and text encoders, each part on/off by config, one `forward(batch, task)`.
 
-Motion comes in as raw 263-d features; the model normalizes it with the feature statistics it
-keeps as buffers (`feat_mean`, `feat_std`, set once from the retrieval shard set and saved with
-every checkpoint and export), so an exported model needs nothing else to encode motion.
+Motion comes in as raw 263-d features; the model normalizes it with the feature statistics the
+motion encoder keeps as buffers (`feat_mean`, `feat_std`, set once from the retrieval shard set and
+saved with every checkpoint and export), so an exported model needs nothing else to encode motion.
 For localization the raw motion is first averaged into S snippets (MLP Sec. III-A), then the shared
 motion encoder encodes the snippets and the head reads them with the text encoder's token
 features (SGPA/CQA/LP-Matcher/LP-Predictor on top).
@@ -45,23 +45,13 @@ class TrimoModel(nn.Module):
         d = cfg.retrieval.motion.latent_dim
         self.localization = LocalizationHead(cfg.localization, d, cfg.retrieval.text.latent_dim) \
             if cfg.use_localization else None
-        self.register_buffer("feat_mean", torch.zeros(cfg.retrieval.motion.n_feats))
-        self.register_buffer("feat_std", torch.ones(cfg.retrieval.motion.n_feats))
 
     def set_feature_stats(self, mean, std) -> None:
-        """The statistics raw motion is normalized with (the retrieval shard set's).
-
-        Features that never vary in the statistics' data (std ~ 0, e.g. the root's height or
-        unused contacts in a synthetic corpus) are only centred: dividing by ~0 would blow up any
-        other value they take."""
-        std = torch.as_tensor(std, dtype=self.feat_std.dtype)
-        self.feat_mean.copy_(torch.as_tensor(mean, dtype=self.feat_mean.dtype))
-        self.feat_std.copy_(torch.where(std < 1e-6, torch.ones_like(std), std))
-        self.retrieval.set_feature_stats(self.feat_mean, self.feat_std)
+        """The statistics raw motion is normalized with (the retrieval shard set's)."""
+        self.retrieval.set_feature_stats(mean, std)
 
     def normalize(self, motion: torch.Tensor) -> torch.Tensor:
-        """Raw features -> normalized, in float32 (the encoders cast to their weights' dtype)."""
-        return (motion.float() - self.feat_mean.float()) / self.feat_std.float()
+        return self.retrieval.motion_encoder.normalize(motion)
 
     def forward(self, batch: dict, task: str) -> dict[str, torch.Tensor]:
         if task == "retrieval":

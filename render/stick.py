@@ -6,11 +6,12 @@ lines: fast enough for previews of whole datasets.
 """
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from shards.video_io import encode_mp4
 
 # SMPL kinematic chains (spec): right leg, left leg, spine, right arm, left arm
 CHAINS = ([0, 2, 5, 8, 11], [0, 1, 4, 7, 10], [0, 3, 6, 9, 12, 15], [9, 14, 17, 19, 21], [9, 13, 16, 18, 20])
@@ -66,7 +67,8 @@ def render_stick_figure(joints: np.ndarray, size: tuple[int, int] = (256, 256), 
 
 
 def write_video(frames: np.ndarray, path: str | Path, fps: float = 20.0) -> Path:
-    """Write (T, H, W, 3) uint8 frames as H.264 MP4 (yuv420p; odd sizes padded to even) or GIF."""
+    """Write (T, H, W, 3) uint8 frames as H.264 MP4 (shards.video_io.encode_mp4; odd sizes padded
+    to even) or GIF."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
         raise ValueError(f"frames must be a non-empty uint8 (T, H, W, 3) array, got {frames.dtype} {frames.shape}")
@@ -79,18 +81,8 @@ def write_video(frames: np.ndarray, path: str | Path, fps: float = 20.0) -> Path
         return path
     if suffix != ".mp4":
         raise ValueError(f"{path}: unsupported video extension {suffix!r}; use .mp4 or .gif")
-    import av
-
     pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2  # yuv420p needs even sizes
     if pad_h or pad_w:
         frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    path.write_bytes(encode_mp4(frames, fps=fps))
     return path

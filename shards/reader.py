@@ -322,7 +322,7 @@ class ShardDataset(IterableDataset):
         self.crop_to_caption = crop_to_caption
         self.rank, self.world_size = rank, world_size
         if rank is None or world_size is None:
-            self.rank, self.world_size = _distributed_rank_world(rank, world_size)
+            self.rank, self.world_size = rank_and_world(rank, world_size)
         self.epoch = 0
         self.resume: tuple[int, list[int]] | None = None  # (epoch, consumed per worker)
         self.end_marker = False  # set by ShardLoader: end each worker's stream with a marker item
@@ -366,7 +366,7 @@ class ShardDataset(IterableDataset):
     # --- iteration ---------------------------------------------------------------------------
     def __iter__(self) -> Iterator[dict]:
         if self.rank is None or self.world_size is None:
-            self.rank, self.world_size = _distributed_rank_world(self.rank, self.world_size)
+            self.rank, self.world_size = rank_and_world(self.rank, self.world_size)
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         worker = (worker + self.worker_offset) % num_workers
@@ -531,7 +531,8 @@ def _buffered_shuffle(items: Iterator, size: int, rng: np.random.Generator, init
 _END = object()
 
 
-def _distributed_rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
+def rank_and_world(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
+    """This process's (rank, world size): the given ones, else torch.distributed's, else (0, 1)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return (torch.distributed.get_rank() if rank is None else rank,
                 torch.distributed.get_world_size() if world_size is None else world_size)

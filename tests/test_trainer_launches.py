@@ -143,7 +143,7 @@ def test_launch_trains_like_one_process(lockstep, reference, arm):
     assert all(t.dtype == torch.float32 for t in exported.values() if t.is_floating_point())
     assert all(torch.isfinite(t).all() for t in exported.values() if t.is_floating_point())
     stats = json.loads((root / "data" / "retrieval" / "shards.json").read_text())["feature_stats"]
-    assert torch.equal(exported["feat_mean"], torch.tensor(stats["mean"], dtype=torch.float32))
+    assert torch.equal(exported["retrieval.motion_encoder.feat_mean"], torch.tensor(stats["mean"], dtype=torch.float32))
     if arm.deepspeed:   # DeepSpeed's own fp32 reconstruction of the last checkpoint
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 

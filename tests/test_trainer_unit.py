@@ -124,7 +124,7 @@ def test_every_head_runs_with_weights_in_bf16(tmp_path):
     with torch.no_grad():
         embedded, located = model(batch, "embed"), model(batch, "localize")
     assert all(torch.isfinite(v.float()).all() for v in [*embedded.values(), located["p_start"]])
-    assert model.feat_mean.dtype == torch.float32 and torch.equal(model.feat_mean, mean)
+    assert model.retrieval.motion_encoder.feat_mean.dtype == torch.float32 and torch.equal(model.retrieval.motion_encoder.feat_mean, mean)
     assert torch.equal(model.retrieval.motion_encoder.feat_std, torch.where(std < 1e-6, 1.0, std))
 
 
