@@ -34,15 +34,15 @@ class MotionEncoderConfig:
     n_feats: int = 263                 # HumanML3D feature size per frame
     latent_dim: int = 512              # LAVIMO: C = 512
     n_layers: int = 6                  # LAVIMO: 6-layer transformer encoder
-    n_heads: int = 8
-    ff_dim: int = 1024
-    dropout: float = 0.1
-    activation: str = "gelu"
+    n_heads: int = 8                   # attention heads per layer
+    ff_dim: int = 1024                 # feed-forward width of each layer
+    dropout: float = 0.1               # dropout in the transformer layers
+    activation: str = "gelu"           # feed-forward activation (gelu | relu)
     # MLP's S-Enc in front of the transformer: L layers of BN(tanh(A H W)), mean-pooled over joints.
-    use_gcn: bool = False
+    use_gcn: bool = False              # True: the S-Enc GCN reads the 22 joints of every frame (MLP)
     gcn_layers: int = 7                # MLP: L = 7
-    gcn_dim: int = 64
-    n_joints: int = 22
+    gcn_dim: int = 64                  # width of the GCN's joint features
+    n_joints: int = 22                 # joints of the skeleton the GCN runs on
     joint_feats: int = 12              # MLP: d_p = 12 (6D rotation + position + velocity)
     gcn_normalize_adjacency: bool = False  # True: D^-1/2 (A+I) D^-1/2 instead of the binary A+I
 
@@ -52,19 +52,19 @@ class TextEncoderConfig:
     # Local directory or hub name for AutoModel; "" = the packaged all-MiniLM-L6-v2.
     backbone: str = ""
     mode: str = "full"                 # frozen | lora | full  (LAVIMO fine-tunes DistilBERT)
-    lora_rank: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
+    lora_rank: int = 8                 # LoRA rank r (mode=lora)
+    lora_alpha: int = 16               # LoRA scaling alpha
+    lora_dropout: float = 0.05         # dropout on LoRA's input
     # Modules LoRA wraps; empty = picked from the backbone type (query/value projections).
     lora_target_modules: list[str] = field(default_factory=list)
-    latent_dim: int = 512
+    latent_dim: int = 512              # joint-space size (must equal motion.latent_dim)
     # LAVIMO: CLS + temporal transformer "following the architecture of the motion encoder".
-    n_layers: int = 6
-    n_heads: int = 8
-    ff_dim: int = 1024
-    dropout: float = 0.1
-    activation: str = "gelu"
-    max_tokens: int = 77
+    n_layers: int = 6                  # temporal transformer on the backbone's token features
+    n_heads: int = 8                   # attention heads per layer
+    ff_dim: int = 1024                 # feed-forward width of each layer
+    dropout: float = 0.1               # dropout in the transformer layers
+    activation: str = "gelu"           # feed-forward activation (gelu | relu)
+    max_tokens: int = 77               # captions are truncated to this many tokens
 
 
 @dataclass
@@ -73,18 +73,18 @@ class VideoEncoderConfig:
     backbone: str = ""
     mode: str = "full"                 # frozen | full
     # Used only when backbone is "": a CLIP vision tower built from config (ViT-B/32 shape by default).
-    clip_hidden_size: int = 768
-    clip_layers: int = 12
-    clip_heads: int = 12
-    clip_intermediate_size: int = 3072
-    clip_image_size: int = 224
-    clip_patch_size: int = 32
-    latent_dim: int = 512
+    clip_hidden_size: int = 768        # CLIP width
+    clip_layers: int = 12              # CLIP depth
+    clip_heads: int = 12               # CLIP attention heads
+    clip_intermediate_size: int = 3072 # CLIP MLP width
+    clip_image_size: int = 224         # input frame size (px); also the reader's video size
+    clip_patch_size: int = 32          # CLIP patch size (px)
+    latent_dim: int = 512              # joint-space size
     n_layers: int = 6                  # LAVIMO: 6-layer temporal transformer
-    n_heads: int = 8
-    ff_dim: int = 1024
-    dropout: float = 0.1
-    activation: str = "gelu"
+    n_heads: int = 8                   # temporal transformer heads
+    ff_dim: int = 1024                 # temporal transformer feed-forward width
+    dropout: float = 0.1               # dropout in the temporal transformer
+    activation: str = "gelu"           # feed-forward activation (gelu | relu)
     n_frames: int = 8                  # LAVIMO: l_v = 8 uniformly sampled frames
 
 
@@ -98,10 +98,10 @@ class ContrastiveLossConfig:
     target_weighting: str = "cosine"
     # TMR's filter threshold on (1 + cos) / 2, as in TMR's code: 0.8 drops pairs with cos > 0.6.
     infonce_filter_threshold: float = 0.8
-    temperature_init: float = 0.07
-    learn_temperature: bool = True
+    temperature_init: float = 0.07     # tau at the start (CLIP: 0.07)
+    learn_temperature: bool = True     # False: tau stays at temperature_init
     temperature_min: float = 0.01     # clamp of the learnable tau (CLIP clamps 1/tau at 100)
-    temperature_max: float = 1.0
+    temperature_max: float = 1.0       # upper clamp of the learnable tau
     # Cross-rank negatives: "none" (local batch), "full" (global x global on every rank) or
     # "local" (local rows x global columns).
     gather: str = "local"
@@ -110,24 +110,29 @@ class ContrastiveLossConfig:
 
 @dataclass
 class FusionDecoderConfig:
-    n_heads: int = 8
+    n_heads: int = 8                   # heads of the fusion attention and the decoder
     n_layers: int = 6                  # motion decoder depth (TMR/TEMOS use 6)
-    ff_dim: int = 1024
-    dropout: float = 0.1
-    activation: str = "gelu"
+    ff_dim: int = 1024                 # decoder feed-forward width
+    dropout: float = 0.1               # dropout in fusion and decoder
+    activation: str = "gelu"           # feed-forward activation (gelu | relu)
 
 
 @dataclass
 class RetrievalModelConfig:
+    # motion encoder
     motion: MotionEncoderConfig = field(default_factory=MotionEncoderConfig)
+    # text encoder
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    # video encoder
     video: VideoEncoderConfig = field(default_factory=VideoEncoderConfig)
+    # contrastive alignment
     loss: ContrastiveLossConfig = field(default_factory=ContrastiveLossConfig)
+    # fusion attention + motion decoder
     fusion: FusionDecoderConfig = field(default_factory=FusionDecoderConfig)
     use_video: bool = True             # build the video encoder (tri-modal); False = 2-modal
     use_chronological_negatives: bool = True   # CAR: shuffled-event captions as extra text columns
     use_reconstruction: bool = True    # fusion attention + motion decoder (LAVIMO eq. 7-8)
-    align_weight: float = 1.0
+    align_weight: float = 1.0          # weight of the alignment loss in the retrieval loss
     recon_weight: float = 0.1          # LAVIMO: lambda_recon = 0.1
     attention_backend: str = "auto"    # eager | sdpa | triton | auto, for every attention in the model
 
@@ -137,40 +142,42 @@ class LocalizationConfig:
     variant: str = "mlp"                  # mlp | mlp_s | mlp_base
     d_model: int = 256                    # MLP: d = 256
     n_sgpa_blocks: int = 4                # MLP: N_SGPA = 4
-    n_heads: int = 8
-    ff_dim: int = 1024
-    dropout: float = 0.1
+    n_heads: int = 8                   # attention heads in SGPA
+    ff_dim: int = 1024                 # SGPA feed-forward width
+    dropout: float = 0.1               # dropout in the head
     num_snippets: int = 256               # MLP: S = 256
     alpha_start: float = 0.8              # perturb-rate at the start of training
     alpha_end: float = 1.0                # ... rising linearly to this at the end
     flip_rate: float = 0.1                # beta: 0.1 BABEL, 0.2 HumanML3D (Restore)
     lambda_seq: float = 5.0               # Eq. 12 weights
-    lambda_span: float = 1.0
-    lambda_recover: float = 1.0
-    lambda_align: float = 1.0
+    lambda_span: float = 1.0           # L_Span
+    lambda_recover: float = 1.0        # L_Span^rec
+    lambda_align: float = 1.0          # L_Align
     max_span_snippets: Optional[int] = None  # decoding: longest span in snippets (None = any)
     lp_matcher: Optional[bool] = None     # None = from variant
     lp_predictor: Optional[bool] = None   # None = from variant
-    attention_backend: str = "auto"
+    attention_backend: str = "auto"    # eager | sdpa | triton | auto
 
 
 @dataclass
 class TrimoModelConfig:
+    # the retrieval model (encoders shared with localization)
     retrieval: RetrievalModelConfig = field(default_factory=RetrievalModelConfig)
+    # the localization head
     localization: LocalizationConfig = field(default_factory=LocalizationConfig)
     use_retrieval: bool = True         # contrastive (+ CAR negatives, + reconstruction per retrieval.*)
-    use_localization: bool = True
-    retrieval_weight: float = 1.0
-    localization_weight: float = 1.0
+    use_localization: bool = True      # build and train the localization head
+    retrieval_weight: float = 1.0      # weight of the retrieval loss in the joint loss
+    localization_weight: float = 1.0   # weight of the localization loss in the joint loss
 
 
 # ================================================================ a training experiment
 
 @dataclass
 class RunConfig:
-    name: str = "trimo"
-    seed: int = 0
-    output_dir: str = "runs/trimo"
+    name: str = "trimo"                # run name (logs, wandb)
+    seed: int = 0                      # seed of weights, data order and every random draw
+    output_dir: str = "runs/trimo"     # run directory: config, metrics, checkpoints, export
     max_steps: int = 1000              # optimizer steps of this run (where it stops)
 
 
@@ -180,23 +187,25 @@ class ShardSetConfig:
     urls: Optional[str] = None         # None = the shards beside the index
     split: str = "train"               # keep samples whose meta.split is this ("" = all)
     batch_size: int = 32               # per rank
-    min_frames: int = MIN_FRAMES
-    max_frames: int = MAX_FRAMES
-    shuffle_buffer: int = 1000
+    min_frames: int = MIN_FRAMES       # shortest caption span kept (frames at 20 fps)
+    max_frames: int = MAX_FRAMES       # longest caption span kept
+    shuffle_buffer: int = 1000         # samples in the reader's shuffle buffer
 
 
 @dataclass
 class DataConfig:
+    # retrieval shard set
     retrieval: ShardSetConfig = field(default_factory=ShardSetConfig)
+    # localization shard set (untrimmed motions)
     localization: ShardSetConfig = field(default_factory=lambda: ShardSetConfig(min_frames=20, max_frames=2000))
     # joint: every step runs both tasks and sums their losses; alternate: localization every
     # round(1 / localization_ratio) steps; random: localization with probability localization_ratio
     # (drawn from (seed, step), the same on every rank).
-    mixing: str = "joint"
-    localization_ratio: float = 0.5
-    num_workers: int = 0
-    load_video: bool = True
-    video_size: int = 224
+    mixing: str = "joint"              # how tasks share steps (see above)
+    localization_ratio: float = 0.5    # share of localization steps (alternate, random)
+    num_workers: int = 0               # DataLoader worker processes per rank
+    load_video: bool = True            # read video.mp4 (when the model has video)
+    video_size: int = 224              # frames are resized to this (px)
     # Sentence embeddings for LAVIMO's soft targets: "minilm" (the packaged all-MiniLM-L6-v2,
     # frozen, cached per caption string) or "none" (one-hot targets).
     caption_embedder: str = "minilm"
@@ -213,10 +222,11 @@ class DataConfig:
 class OptimConfig:
     lr: float = 1e-4                   # LAVIMO: 1e-4
     weight_decay: float = 0.01         # on weight matrices of linear maps only (trainer/optim.py)
+    # AdamW betas
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
+    eps: float = 1e-8                  # AdamW epsilon
     grad_clip: float = 1.0             # max global grad norm; 0 = off
-    grad_accum: int = 1
+    grad_accum: int = 1                # micro-batches per optimizer step
     # auto: bf16 on a GPU that supports it (or when `accelerate launch --mixed_precision bf16` asks),
     # fp32 elsewhere | no (fp32) | bf16. Under DeepSpeed, bf16 weights with fp32 master weights.
     mixed_precision: str = "auto"
@@ -230,49 +240,57 @@ class ScheduleConfig:
     # step: lr * gamma every step_size steps (MLP); cosine: warmup then cosine to final_lr;
     # constant: warmup then flat.
     kind: str = "cosine"
-    warmup_steps: int = 0
-    hold_steps: int = 0
+    warmup_steps: int = 0              # linear warm-up from 0 (cosine, constant)
+    hold_steps: int = 0                # steps at lr before the linear decay (linear)
     total_steps: Optional[int] = None  # the curve's horizon; None = run.max_steps
-    final_lr: float = 1e-5
-    step_size: int = 1000
-    gamma: float = 0.5
+    final_lr: float = 1e-5             # lr at the curve's end
+    step_size: int = 1000              # steps between decays (step)
+    gamma: float = 0.5                 # decay factor (step)
 
 
 @dataclass
 class CheckpointConfig:
     every: int = 500                   # steps between checkpoints (also one at the end)
-    keep_last: int = 3
+    keep_last: int = 3                 # checkpoints kept (besides best)
 
 
 @dataclass
 class LoggingConfig:
     every: int = 1                     # steps between metric records
-    wandb: bool = True
-    wandb_project: str = "trimo"
+    wandb: bool = True                 # log to wandb too
+    wandb_project: str = "trimo"       # wandb project name
     wandb_mode: str = "offline"        # offline | online | disabled
-    progress_bar: bool = True
+    progress_bar: bool = True          # tqdm bar on the main process
 
 
 @dataclass
 class ValidationConfig:
     every: int = 0                     # steps between validations; 0 = off
     retrieval_index: str = ""          # shard sets holding the validation split ("" = off)
-    localization_index: str = ""
+    localization_index: str = ""       # localization validation set ("" = off)
     split: str = "val"                 # the split validated on (never the test split)
-    batch_size: int = 32
+    batch_size: int = 32               # per rank
     max_batches: int = 0               # 0 = the whole split
     metric: str = "val/score"          # higher is better; the best checkpoint is chosen on it
 
 
 @dataclass
 class ExperimentConfig:
+    # name, seed, output, length
     run: RunConfig = field(default_factory=RunConfig)
+    # shard sets and batching
     data: DataConfig = field(default_factory=DataConfig)
+    # the model
     model: TrimoModelConfig = field(default_factory=TrimoModelConfig)
+    # optimizer, clipping, precision
     optim: OptimConfig = field(default_factory=OptimConfig)
+    # learning-rate curve
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    # checkpoint cadence
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    # metrics, wandb, progress
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    # periodic validation
     validation: ValidationConfig = field(default_factory=ValidationConfig)
 
 
@@ -322,23 +340,23 @@ def load_experiment(files: Sequence[str | Path] = (), overrides: Sequence[str] =
 class EvalOptions:
     threshold: float = 0.95             # "All with threshold", on (cos + 1) / 2 (TMR; LAVIMO's paper: 0.8)
     assigned_threshold: float = 0.995   # Assigned protocol (MLP: BABEL 0.995, HumanML3D-Restore 0.8)
-    dissimilar_size: int = 100
+    dissimilar_size: int = 100         # items in the Dissimilar subset (TMR: 100)
     dissimilar_ids: Optional[list[str]] = None  # a fixed list (e.g. TMR's for HumanML3D) instead of the selection
-    small_batch_size: int = 32
-    small_batch_seed: int = 0
-    car_seed: int = 0
+    small_batch_size: int = 32         # TMR's small-batch protocol (32 items)
+    small_batch_seed: int = 0          # seed of the small batches
+    car_seed: int = 0                  # seed of the CAR shuffles
     corpus_k: int = 100                 # motions localized per query (MLP: 100 or 200)
     corpus_lambda: float = 5.0          # score = p_se * exp(lambda * r) (MLP: 5 or 10)
-    corpus_ns: tuple[int, ...] = (10, 50, 100)
-    corpus_ious: tuple[float, ...] = (0.5, 0.7)
+    corpus_ns: tuple[int, ...] = (10, 50, 100) # N of R@N and DCG@N
+    corpus_ious: tuple[float, ...] = (0.5, 0.7) # IoU thresholds of corpus R@N
     candidates_per_motion: int = 5      # top spans of each retrieved motion that enter the corpus list
-    chunk_s: float = 10.0
-    chunk_overlap: float = 0.9
+    chunk_s: float = 10.0              # chunk length for the corpus's motion scores (s)
+    chunk_overlap: float = 0.9         # overlap of consecutive chunks
     pyramid: bool = True                # the temporal-pyramid baseline (slow by design)
     corpus: bool = True                 # corpus-level moment retrieval (every query against every motion)
-    pyramid_min: int = 20
-    pyramid_max: int = 200
-    pyramid_stride: int = 5
-    batch_size: int = 32
+    pyramid_min: int = 20              # shortest pyramid window (frames)
+    pyramid_max: int = 200             # longest pyramid window (frames)
+    pyramid_stride: int = 5            # stride of window starts and lengths (frames)
+    batch_size: int = 32               # inference batch size
     num_plots: int = 4                  # localization curves and retrieval strips to draw
-    strip_top_k: int = 5
+    strip_top_k: int = 5               # motions per retrieval strip plot

@@ -1,4 +1,5 @@
-"""Evaluation metrics as pure numpy functions (similarity matrices, spans); no model here.
+"""Evaluation metrics on similarity matrices and spans (numpy); no model here. CAR accuracy
+counts wins with the training metric's rule (modeling.contrastive.car_counts).
 
 Each function names the protocol and the paper or reference code it follows. Conventions:
 - Similarity matrices are (queries, gallery) with the ground truth of query i in column i.

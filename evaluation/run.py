@@ -228,10 +228,10 @@ def evaluate(model: torch.nn.Module, tokenizer, embedder, *, retrieval: Retrieva
             loc = evaluate_localization(enc, localization, sent, opts)
             preds = loc.pop("_preds")
             report["localization"] = loc
+        if has_head and plot_dir is not None:
+            plots += _localization_plots(localization, preds, Path(plot_dir), opts)
         if has_head and opts.corpus:
             report["corpus"] = evaluate_corpus(enc, localization, opts)
-            if plot_dir is not None:
-                plots += _localization_plots(localization, preds, Path(plot_dir), opts)
     report["plots"] = plots
     return report
 

@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                        ("--data", args.data / "localization" / "shards.json"), ("--config", args.config)):
         if not (REPO / path).is_file() and not path.is_file():
             sys.exit(f"ablate: {path} does not exist; build the corpus with "
-                     f"`python -m tools.build_demo --out {args.data} --size default` or fix {what}")
+                     f"`trimo-build-demo --out {args.data} --size default` or fix {what}")
     arms = [a for a in ARMS if args.only is None or a.name in args.only]
     if args.only and len(arms) != len(args.only):
         sys.exit(f"ablate: --only names must be among {[a.name for a in ARMS]}")

@@ -11,7 +11,7 @@ data="data/demo-default"
 if [ -f "$data/retrieval/shards.json" ] && [ -f "$data/localization/shards.json" ]; then
     echo "[trimo] reusing $data (delete it to rebuild)"
 else
-    python -m tools.build_demo --out "$data" --size default --seed 0
+    trimo-build-demo --out "$data" --size default --seed 0
 fi
-python launch/ablate.py --data "$data" --out runs/ablate "$@"
+trimo-ablate --data "$data" --out runs/ablate "$@"
 echo "[trimo] ablations finished in $(( $(date +%s) - start )) s"

@@ -1,6 +1,6 @@
 """Evaluate a trained trimo model with the published protocols (see evaluation/run.py).
 
-    python launch/evaluate.py --model runs/demo/export --shards data/demo/test \
+    trimo-evaluate --model runs/demo/export --shards data/demo/test \
         --localization-shards data/demo/loc_test --out runs/demo/eval
 
 Writes OUT/metrics.json, OUT/metrics.md and OUT/plots/*.png, and prints the Markdown tables with

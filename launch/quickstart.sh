@@ -16,12 +16,12 @@ current() {  # a shard set this trimo reads (its schema version is current)
 if current "$data/retrieval/shards.json" && current "$data/localization/shards.json"; then
     echo "[trimo] reusing $data (delete it to rebuild)"
 else
-    python -m tools.build_demo --out "$data" --size "$size" --seed 0
+    trimo-build-demo --out "$data" --size "$size" --seed 0
 fi
 
 echo "[trimo] 2/3 training all heads jointly: 2 processes, DeepSpeed ZeRO-2 on CPU"
 rm -rf "$run"
-accelerate launch --config_file accelerate_config.yaml --num_processes 2 launch/train.py \
+accelerate launch --config_file accelerate_config.yaml --num_processes 2 -m launch.train \
     --config configs/quickstart.yaml \
     run.output_dir="$run" \
     data.retrieval.index="$data/retrieval/shards.json" \
@@ -32,7 +32,7 @@ accelerate launch --config_file accelerate_config.yaml --num_processes 2 launch/
     ${TRIMO_QUICKSTART_STEPS:+run.max_steps=$TRIMO_QUICKSTART_STEPS}
 
 echo "[trimo] 3/3 evaluation on the demo test split"
-python launch/evaluate.py --model "$run/export" \
+trimo-evaluate --model "$run/export" \
     --shards "$data/retrieval/shards.json" --localization-shards "$data/localization/shards.json" \
     --split test --out "$run/eval"
 

@@ -1,6 +1,6 @@
-"""Train trimo: `accelerate launch --config_file accelerate_config.yaml launch/train.py --config configs/X.yaml [a.b=c ...]`.
+"""Train trimo: `accelerate launch --config_file accelerate_config.yaml -m launch.train --config configs/X.yaml [a.b=c ...]`.
 
-Also runs as a plain single process (`python launch/train.py --config ...`) for debugging.
+Also runs as a plain single process (`trimo-train --config ...`) for debugging.
 `--resume latest|best|PATH` continues a run bitwise-identically (same ZeRO stage and world size).
 After training, the final model is exported to <output_dir>/export (model.safetensors, config,
 LoRA adapter), loadable with trainer.export.load_model.

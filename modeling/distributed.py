@@ -4,7 +4,7 @@ Embeddings are gathered with the autograd-aware `torch.distributed.nn.functional
 backward sums every rank's gradient for the local slice, which, after the usual gradient averaging
 over ranks (DDP / DeepSpeed), equals the gradient of the single-process loss on the global batch.
 Gathering without autograd and putting the local slice back gives wrong gradients for a symmetric
-loss (see notes/cpu-distributed.md), so it is used only for targets that need no gradient.
+loss (docs/distributed.md), so it is used only for targets that need no gradient.
 """
 from __future__ import annotations
 

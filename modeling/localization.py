@@ -1,4 +1,5 @@
-"""MLP temporal sentence localization head (paper: mlp-temporal-sentence-localization.txt, Sec. III).
+"""MLP temporal sentence localization head (Sec. III of "MLP: Motion Label Prior for Temporal
+Sentence Localization in Untrimmed 3D Human Motions").
 
 Encoding-Fusion-Match-Prediction on top of trimo's shared encoders: the motion encoder's snippet
 features (with the GCN S-Enc when the motion encoder enables it) and the text encoder's token

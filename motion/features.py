@@ -1,6 +1,6 @@
 """HumanML3D-compatible motion representation: joints (T, 22, 3) <-> 263-d features at 20 fps.
 
-Pipeline for a new source (specs/motion.md): `resample` to 20 fps -> `retarget_to_uniform` ->
+Pipeline for a new source (docs/motion.md): `resample` to 20 fps -> `retarget_to_uniform` ->
 `canonicalize` -> `joints_to_features`. `features_to_joints` is HumanML3D's `recover_from_ric`
 and `features_to_joint12` MLP's per-joint (6D rotation, position, velocity) view; both take
 NumPy arrays or torch tensors of shape (..., T, 263). `FeatureStats` holds normalization stats.

@@ -1,6 +1,6 @@
 """The canonical 22-joint skeleton (SMPL order, Y up, metres) and its kinematics.
 
-Conventions (HumanML3D's, see specs/motion.md):
+Conventions (HumanML3D's, see docs/motion.md):
 - +Y is up, a body in its rest pose faces +Z and its LEFT side is +X.
 - `REST_DIRECTIONS[j]` is the unit direction of the bone parent(j) -> j in the rest pose
   (HumanML3D's raw offsets: legs and arms hang down, feet and head point forward).

@@ -11,20 +11,15 @@ from functools import lru_cache
 
 import numpy as np
 
-from motion.skeleton import NUM_JOINTS, PARENTS
+from motion.skeleton import JOINT_NAMES, NUM_JOINTS, PARENTS
 
-# Radius at each joint in metres (for a body with default 0.82 m legs; scaled with the legs).
-JOINT_RADII = np.array([
-    0.11,              # pelvis
-    0.085, 0.085, 0.11,  # hips, spine1
-    0.06, 0.06, 0.11,    # knees, spine2
-    0.045, 0.045, 0.115,  # ankles, spine3
-    0.04, 0.04, 0.05,    # feet, neck
-    0.06, 0.06, 0.10,    # collars, head
-    0.055, 0.055,        # shoulders
-    0.045, 0.045,        # elbows
-    0.035, 0.035,        # wrists
-])
+# Radius at each joint in metres (for a body with default 0.82 m legs; scaled with the legs), by
+# joint name without its side.
+_RADIUS_BY_PART = {"pelvis": 0.11, "hip": 0.085, "spine1": 0.11, "knee": 0.06, "spine2": 0.11, "ankle": 0.045,
+                   "spine3": 0.115, "foot": 0.04, "neck": 0.05, "collar": 0.06, "head": 0.10, "shoulder": 0.055,
+                   "elbow": 0.045, "wrist": 0.035}
+JOINT_RADII = np.array([_RADIUS_BY_PART[name.removeprefix("left_").removeprefix("right_")] for name in JOINT_NAMES])
+
 LEFT_JOINTS = (1, 4, 7, 10, 13, 16, 18, 20)
 RIGHT_JOINTS = (2, 5, 8, 11, 14, 17, 19, 21)
 LEFT_COLOUR, RIGHT_COLOUR, TRUNK_COLOUR = (0.30, 0.50, 0.85), (0.85, 0.33, 0.30), (0.70, 0.70, 0.70)

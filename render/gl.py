@@ -14,7 +14,7 @@ from render.camera import CameraTrack
 from render.scene import (AMBIENT, BACKGROUND, CHECKER_SIZE, DIFFUSE, FADE_FAR, FADE_NEAR, FLOOR_DARK,
                                  FLOOR_EXTENT, FLOOR_LIGHT, LIGHT_DIRECTION, MeshClip)
 
-_BODY_VERTEX = """
+_VERTEX = """
 #version 330
 uniform mat4 view_proj;
 in vec3 in_pos;
@@ -40,16 +40,6 @@ void main() {
     vec3 n = normalize(cross(dFdx(world), dFdy(world)));
     if (dot(n, eye - world) < 0.0) n = -n;
     frag = vec4(colour * (ambient + diffuse * max(dot(n, light), 0.0)), 1.0);
-}
-"""
-_FLOOR_VERTEX = """
-#version 330
-uniform mat4 view_proj;
-in vec3 in_pos;
-out vec3 world;
-void main() {
-    world = in_pos;
-    gl_Position = view_proj * vec4(in_pos, 1.0);
 }
 """
 _FLOOR_FRAGMENT = """
@@ -78,8 +68,9 @@ class GLRenderer:
 
         self.ctx = moderngl.create_standalone_context(backend="egl")
         self.ctx.enable(moderngl.DEPTH_TEST)
-        self.body = self.ctx.program(vertex_shader=_BODY_VERTEX, fragment_shader=_BODY_FRAGMENT)
-        self.floor = self.ctx.program(vertex_shader=_FLOOR_VERTEX, fragment_shader=_FLOOR_FRAGMENT)
+        self.body = self.ctx.program(vertex_shader=_VERTEX, fragment_shader=_BODY_FRAGMENT)
+        # the floor reuses the body's vertex shader; its unbound in_colour is never read
+        self.floor = self.ctx.program(vertex_shader=_VERTEX, fragment_shader=_FLOOR_FRAGMENT)
         shade = AMBIENT + DIFFUSE * max(float(LIGHT_DIRECTION[1]), 0.0)  # the floor's normal is +Y
         self.floor["light_colour"].value = tuple(FLOOR_LIGHT * shade)
         self.floor["dark_colour"].value = tuple(FLOOR_DARK * shade)

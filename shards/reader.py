@@ -335,7 +335,7 @@ class ShardDataset(IterableDataset):
         uncounted = sum(1 for entry, _ in self.shards if entry.count and not entry.splits)
         if uncounted:
             log.warning("%s: the index has no per-split counts, so the meta.json of %d shard(s) is read once to "
-                        "count split %r; `python -m tools.validate_shards DIR --write-index` adds them",
+                        "count split %r; `trimo-validate-shards DIR --write-index` adds them",
                         self.index.location, uncounted, self.split)
         return [entry.splits.get(self.split, 0) if entry.splits or not entry.count else
                 sum(_in_split(raw, self.split) for raw in iter_raw_shard(url, members=("meta.json",)))

@@ -14,8 +14,9 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-# Real mocap lives in the workspace's shared folder, beside the checkout; absent on plain clones.
-SHARED_MOCAP = REPO.parent / "shared" / "data" / "mocap"
+# Real mocap (never committed): TRIMO_MOCAP_DIR, else the workspace's shared folder beside the
+# checkout; absent on plain clones.
+SHARED_MOCAP = Path(os.environ.get("TRIMO_MOCAP_DIR") or REPO.parent / "shared" / "data" / "mocap")
 
 
 @pytest.fixture

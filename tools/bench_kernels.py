@@ -1,7 +1,7 @@
 """Benchmarks of trimo's fused kernels.
 
-  python tools/bench_kernels.py attention            # GPU: fused vs eager vs SDPA, forward+backward
-  python tools/bench_kernels.py contrastive-memory   # any machine: peak memory, naive vs blockwise loss
+  trimo-bench-kernels attention            # GPU: fused vs eager vs SDPA, forward+backward
+  trimo-bench-kernels contrastive-memory   # any machine: peak memory, naive vs blockwise loss
 
 attention: times forward+backward with `triton.testing.do_bench` for the encoders' self-attention,
 SGPA's two-source and LAVIMO's three-source fusion shapes, and reports TFLOP/s (dense count:

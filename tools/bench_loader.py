@@ -1,6 +1,6 @@
 """Benchmark: a per-file loader against the shard reader, on local disk and over loopback HTTP.
 
-    python -m tools.bench_loader [--samples 2000] [--video-samples 500] [--frames 100] [--workers 2]
+    trimo-bench-loader [--samples 2000] [--video-samples 500] [--frames 100] [--workers 2]
                                  [--batch 64] [--epochs 4] [--dir /tmp/bench] [--out report.json]
 
 The same synthetic samples are written twice: per file, the way TMR and MLP load data (one

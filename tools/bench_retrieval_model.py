@@ -5,7 +5,7 @@ Default: LAVIMO's configuration (latent 512, 6-layer motion / text / video tempo
 backbone), batch 32, 200 motion frames, 8 video frames at 224 px, K=16 shuffled captions.
 Random inputs, random (untrained) vision weights: this measures cost, not quality.
 
-    python -m tools.bench_retrieval_model [--device cuda] [--no-video] [--batch 32] [--steps 3]
+    trimo-bench-retrieval-model [--device cuda] [--no-video] [--batch 32] [--steps 3]
 """
 from __future__ import annotations
 

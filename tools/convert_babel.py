@@ -1,6 +1,6 @@
 """Convert BABEL + AMASS to trimo localization shards (MLP's TSLM benchmark).
 
-    python -m tools.convert_babel BABEL_DIR --amass-root AMASS --body-model-dir SMPLH -o OUT
+    trimo-convert-babel BABEL_DIR --amass-root AMASS --body-model-dir SMPLH -o OUT
         [--val-fraction 0.1] [--no-extra] [--mirror] [--workers N]
 
 BABEL_DIR holds train.json, val.json (and extra_train.json / extra_val.json, used unless

@@ -1,6 +1,6 @@
 """Convert HumanML3D's released folder to trimo shards, one shard set per split.
 
-    python -m tools.convert_humanml3d HUMANML3D_DIR -o OUT [--splits train,val,test] [--with-joints]
+    trimo-convert-humanml3d HUMANML3D_DIR -o OUT [--splits train,val,test] [--with-joints]
         [--min-frames 40] [--max-frames 200] [--filter-splits train,val] [--stats-convention per_dim]
 
 HUMANML3D_DIR holds new_joint_vecs/, texts/, train.txt, val.txt, test.txt (new_joints/ for

@@ -1,6 +1,6 @@
 """Convert KIT-ML (HumanML3D's release layout) to trimo shards with 22-joint, 263-d features at 20 fps.
 
-    python -m tools.convert_kitml KIT_ML_DIR -o OUT [--splits train,val,test] [--with-joints]
+    trimo-convert-kitml KIT_ML_DIR -o OUT [--splits train,val,test] [--with-joints]
 
 KIT_ML_DIR holds new_joints/ (T, 21, 3) MMM joints at 12.5 fps, texts/ and the split files.
 KIT's own 251-d features are not used: the MMM joints are mapped onto SMPL's 22 joints (collars

@@ -1,6 +1,6 @@
 """Build HumanML3D (Restore) localization shards: HumanML3D segments put back into their AMASS sources.
 
-    python -m tools.convert_restore HUMANML3D_DIR --amass-root AMASS --body-model-dir SMPLH -o OUT
+    trimo-convert-restore HUMANML3D_DIR --amass-root AMASS --body-model-dir SMPLH -o OUT
         [--index-csv HUMANML3D_DIR/index.csv] [--no-mirror] [--workers N]
 
 HUMANML3D_DIR holds texts/, train.txt, val.txt, test.txt and index.csv (from HumanML3D's

@@ -1,15 +1,17 @@
 """Decompose captions into ordered events and write the CAR texts.
 
-    python -m tools.decompose_events captions.txt -o events.jsonl [--seed 0] [--command "CMD"]
+    trimo-decompose-events captions.txt -o events.jsonl [--seed 0] [--command "CMD"]
 
 Input: a text file with one caption per line (HumanML3D `caption#tokens#start#end` lines are
 accepted: the caption is the part before the first '#'). Output: one JSON object per caption:
-{"caption", "subject", "events", "event_text", "shuffled_event_text"} where the last is null
-for captions that cannot be shuffled (fewer than two distinct events; counted in the summary).
+{"caption", "subject", "events", "event_text", "shuffled_event_text"}; "events" are the event
+sentences a shard stores in meta.texts[].events (subject + phrase), and the last is null for
+captions that cannot be shuffled (fewer than two distinct events; counted in the summary).
 
 --command replaces the rule-based decomposer by an external program (e.g. a wrapper around an
 LLM): it reads all captions, one per line, on stdin and must print, for each, one line holding a
-JSON list of event strings, in the same order.
+JSON list of event phrases *without* the subject ("walks forward"), in the same order; the
+caption's subject is put in front of each.
 """
 from __future__ import annotations
 
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         for dec in decs:
             shuffled = shuffled_event_text(dec.sentences, rng)
             unshuffleable += shuffled is None
-            f.write(json.dumps({"caption": dec.caption, "subject": dec.subject, "events": dec.events,
+            f.write(json.dumps({"caption": dec.caption, "subject": dec.subject, "events": dec.sentences,
                                 "event_text": event_text(dec.sentences), "shuffled_event_text": shuffled}) + "\n")
     multi = sum(len(d.events) > 1 for d in decs)
     print(f"{len(decs)} captions, {multi} with more than one event, {unshuffleable} cannot be shuffled "

@@ -1,13 +1,13 @@
 """Render a motion file to an mp4 (and optionally a PNG strip of frames).
 
-    python -m tools.render_motion INPUT --out clip.mp4 [--body capsule|stick|avatar]
+    trimo-render INPUT --out clip.mp4 [--body capsule|stick|avatar]
         [--backend auto|egl|numpy] [--size 128] [--fps 20] [--strip 4]
 
 INPUT: joints .npy (T, 22, 3) metres Y up (at --source-fps, default 20), HumanML3D features .npy
 (T, 263), or mocap (.bvh, .amc with its .asf, AMASS .npz with --model-dir). With --body avatar an
 AMASS .npz is posed from its own SMPL-H parameters; any other input through IK of its joints.
 --model-dir: a SMPL-family folder (.npz models) for the avatar, default the open avatar
-(python -m tools.build_avatar).
+(trimo-build-avatar).
 """
 from __future__ import annotations
 

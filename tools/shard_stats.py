@@ -1,6 +1,6 @@
 """Compute the 263-d feature statistics of a shard set.
 
-    python -m tools.shard_stats DATA/shards.json [--split train] [--convention per_dim]
+    trimo-shard-stats DATA/shards.json [--split train] [--convention per_dim]
                                 [--out DATA/stats.npz] [--update-index]
 
 Streams motion.npy of every sample (optionally only those whose meta.split is --split) into

@@ -1,7 +1,7 @@
 """Check a shard set against the schema and summarize it.
 
-    python -m tools.validate_shards DATA/shards.json [--decode-video] [--report report.json]
-    python -m tools.validate_shards DATA/ --urls 'DATA/shard-*.tar' --write-index
+    trimo-validate-shards DATA/shards.json [--decode-video] [--report report.json]
+    trimo-validate-shards DATA/ --urls 'DATA/shard-*.tar' --write-index
 
 Reads every sample of every shard (local paths, globs, brace lists, pipe: or fsspec URLs), decodes
 the schema's members (never unpickling), validates them, and compares the counts with the index.

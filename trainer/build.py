@@ -8,7 +8,7 @@ from modeling.trimo_model import TrimoModel
 from shards.reader import ShardDataset, load_index
 from shards.schema import ShardError
 
-DEMO_HINT = ("build the demo shards with `python -m tools.build_demo --out data/demo-small --size small` "
+DEMO_HINT = ("build the demo shards with `trimo-build-demo --out data/demo-small --size small` "
              "and point data.*.index at data/demo-small/<set>/shards.json, or write your own with shards.writer")
 
 

@@ -1,4 +1,4 @@
-"""2-rank check of the gathered contrastive loss (run by tests/test_contrastive_distributed.py).
+"""2-rank check of the gathered contrastive loss (run by tests/modeling/test_contrastive_distributed.py).
 
 Usage: python contrastive_worker.py OUT_DIR. Spawns 2 gloo ranks with batch B each (uneven K negatives and
 samples without video on each) and, in this

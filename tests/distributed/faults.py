@@ -1,8 +1,8 @@
 """The tests' training callback: faults injected at chosen steps and state captured for checks.
 
 In a test process, pass `FaultInjection(...)` to `launch.train.main(..., callback=...)`. Launched
-runs (`accelerate launch tests/distributed/faults.py --config ...`, the same arguments as
-launch/train.py) read it from these environment variables:
+runs (`accelerate launch ... -m faults --config ...` with tests/distributed on PYTHONPATH, the
+arguments of `-m launch.train`) read it from these environment variables:
   TRIMO_TEST_NONFINITE_STEPS       comma list of step indices whose loss becomes NaN ("3" = the
                                    first micro-batch of step index 3, "3*" = all of them)
   TRIMO_TEST_NONFINITE_GRAD_STEPS  step indices whose loss stays finite but whose gradient is NaN
@@ -19,11 +19,8 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from trainer.callback import Callback  # noqa: E402
+from trainer.callback import Callback
 
 
 def _steps(spec: str, everything: bool | None = None) -> set[int]:

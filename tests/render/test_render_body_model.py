@@ -9,7 +9,7 @@ from render.avatar import BONE_JOINTS, JOINT_BONES, SMPL_PARENTS, joint_regresso
 from render.body_model import DEFAULT_AVATAR_DIR, FIT_CHILDREN, BodyModel, BodyModelError, model_file
 from render.capsules import capsule_topology, capsule_vertices
 from motion.skeleton import DEFAULT_BONE_LENGTHS, PARENTS, REST_DIRECTIONS
-from synthetic_motion import synthetic_clip
+from fixtures.synthetic_motion import synthetic_clip
 
 ARM_BONES = (16, 17, 18, 19, 20, 21)  # shoulder, elbow, wrist: horizontal in a T-pose
 

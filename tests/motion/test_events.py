@@ -122,16 +122,18 @@ def test_cli_rule_based_and_external_command(tmp_path):
     out = tmp_path / "ev.jsonl"
     assert main([str(caps), "-o", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert rows[0]["events"] == ["walks forward", "sits down"]
+    assert rows[0]["events"] == ["a person walks forward", "a person sits down"]   # as shards store them
     assert rows[0]["shuffled_event_text"] == "a person sits down. a person walks forward."
     assert rows[1]["shuffled_event_text"] is None
 
-    # A stand-in external decomposer: the first two words of each caption as its "events".
+    # A stand-in external decomposer: the last two words of each caption as its event phrases;
+    # the caption's subject goes in front of each.
     script = tmp_path / "fake_llm.py"
-    script.write_text("import sys, json\nfor line in sys.stdin:\n    print(json.dumps(line.split()[:2]))\n")
+    script.write_text("import sys, json\nfor line in sys.stdin:\n    print(json.dumps(line.split()[-2:]))\n")
     assert main([str(caps), "-o", str(out), "--command", f"{sys.executable} {script}"]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert rows[0]["events"] == ["a", "person"] and rows[1]["events"] == ["a", "person"]
+    assert rows[0]["events"] == ["a person sits", "a person down."]
+    assert rows[1]["events"] == ["a person person", "a person jumps."]
 
     bad = tmp_path / "bad.py"
     bad.write_text("print('not json')\nprint('x')\n")

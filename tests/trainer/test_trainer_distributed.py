@@ -22,10 +22,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "distributed"))
-import trainer_fixtures  # noqa: E402
-from trainer_fixtures import ACCELERATE, LAUNCHERS, free_port, run  # noqa: E402
+from fixtures import trainer_fixtures  # noqa: E402
+from fixtures.trainer_fixtures import ACCELERATE, LAUNCHERS, free_port, run  # noqa: E402
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 STEPS = 10
@@ -47,7 +47,7 @@ def launch_cmd(stage: int, out: Path, overrides: list[str], extra: list[str] = (
     else:   # two "nodes" of one process each, as the README's several-node command
         cmd += ["--num_machines", "2", "--num_processes", "2", "--machine_rank", str(machine[0]),
                 "--main_process_ip", "127.0.0.1"]
-    return cmd + ["tests/distributed/faults.py", "--config", "configs/tiny_test.yaml",
+    return cmd + ["-m", "faults", "--config", "configs/tiny_test.yaml",
                   f"run.output_dir={out}", f"run.max_steps={STEPS}", *overrides, *extra]
 
 

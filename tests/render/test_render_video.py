@@ -8,7 +8,7 @@ import pytest
 
 import render.video as video
 from render import MeshClip, RenderError, capsule_clip, render_frames, render_joints, render_mesh
-from synthetic_motion import synthetic_clip
+from fixtures.synthetic_motion import synthetic_clip
 
 FIXTURE_AMC = "tests/fixtures/cmu_walk_60fps.amc"
 

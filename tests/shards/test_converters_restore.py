@@ -9,7 +9,7 @@ from shards.converters.common import amass_motion, write_dataset
 from shards.converters.restore import assign_split, group_sources, restore_samples, trim_frames
 from motion.mirror import mirror_features
 from shards.reader import iter_decoded
-from tests.fixtures.mocap_builders import write_amass_npz, write_smplh_model
+from fixtures.mocap_builders import write_amass_npz, write_smplh_model
 from tools import convert_restore
 
 KIT = "./pose_data/KIT/3/walk_poses.npy"

@@ -13,7 +13,7 @@ from motion.features import joints_to_features
 from render.stick import BACKGROUND, render_stick_figure, write_video
 from tools.preview import main
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 
 
 @pytest.fixture(scope="module")

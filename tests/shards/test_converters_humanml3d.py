@@ -6,7 +6,7 @@ from shards.converters.common import LengthFilter, clean_key, mirrored_key, writ
 from shards.converters.humanml3d import humanml3d_samples
 from motion.features import FeatureStats
 from shards.reader import ShardDataset, iter_decoded
-from tests.fixtures.mocap_builders import write_humanml3d
+from fixtures.mocap_builders import write_humanml3d
 from tools import convert_humanml3d
 
 TEXTS = {

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from motion.features import canonicalize, joints_to_features
-from synthetic_motion import synthetic_clip
+from fixtures.synthetic_motion import synthetic_clip
 from test_render_body_model import write_tiny_smpl
 from tools import render_motion
 

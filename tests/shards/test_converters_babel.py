@@ -8,7 +8,7 @@ from shards.converters.babel import babel_items, babel_samples, moments_of
 from shards.converters.common import amass_motion, write_dataset
 from motion.importers.common import MotionImportError
 from shards.reader import iter_decoded
-from tests.fixtures.mocap_builders import write_amass_npz, write_smplh_model
+from fixtures.mocap_builders import write_amass_npz, write_smplh_model
 from tools import convert_babel
 
 

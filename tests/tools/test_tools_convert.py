@@ -12,8 +12,8 @@ from motion.importers import load_motion
 from motion.features import features_to_joints, joints_to_features
 from tools.convert_mocap import EXIT_NOTHING, EXIT_OK, EXIT_SOME_FAILED, main
 
-FIXTURES = Path(__file__).parent / "fixtures"
-REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def make_inputs(root: Path) -> dict[str, Path]:

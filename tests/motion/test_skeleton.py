@@ -9,7 +9,7 @@ from motion.skeleton import (
     DEFAULT_BONE_LENGTHS, DEFAULT_SKELETON, JOINT_NAMES, KINEMATIC_CHAINS, MIRROR_PERMUTATION, PARENTS,
     REST_DIRECTIONS, Skeleton, bone_lengths, facing_angles,
 )
-from synthetic_motion import synthetic_clip
+from fixtures.synthetic_motion import synthetic_clip
 
 RNG = np.random.default_rng(7)
 

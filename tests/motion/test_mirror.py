@@ -6,7 +6,7 @@ import torch
 from motion import features as M
 from motion.mirror import mirror_features, mirror_joints, swap_left_right
 from motion.skeleton import facing_angles
-from synthetic_motion import synthetic_clip
+from fixtures.synthetic_motion import synthetic_clip
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "distributed"))
-import trainer_fixtures  # noqa: E402
+from fixtures import trainer_fixtures  # noqa: E402
 from faults import FaultInjection  # noqa: E402
 from launch.train import main  # noqa: E402
 from trainer.schedule import lr_multiplier  # noqa: E402
@@ -136,7 +136,7 @@ def test_missing_shards_say_how_to_build_the_demo(data, capsys, tmp_path):
             f"data.retrieval.index={tmp_path / 'nowhere' / 'shards.json'}"]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "no shard index at" in err and "python -m tools.build_demo" in err
+    assert "no shard index at" in err and "trimo-build-demo" in err
     # a shard set too small for one batch per epoch would loop forever: refused up front
     assert main(["--config", str(REPO / "configs" / "tiny_test.yaml"), f"run.output_dir={tmp_path}", *overrides,
                  "data.retrieval.batch_size=64"]) == 2

@@ -17,7 +17,7 @@ from motion.features import FeatureStats, features_to_joints
 from shards.reader import ShardDataset, ShardLoader, iter_decoded, load_index
 from shards.schema import validate_sample
 from shards.video_io import decode_mp4
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def build_cli(*args: str) -> str:

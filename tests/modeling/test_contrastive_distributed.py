@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-WORKER = Path(__file__).parent / "distributed" / "contrastive_worker.py"
+WORKER = Path(__file__).parents[1] / "distributed" / "contrastive_worker.py"
 CASES = [f"{k}-{g}" for k in ("soft_kl", "infonce") for g in ("full", "local")]
 
 

@@ -23,7 +23,7 @@ from motion.events import event_caption
 from motion.features import joints_to_features
 from shards.video_io import encode_mp4
 from shards.writer import write_shards
-from tests.synthetic_motion import synthetic_clip
+from fixtures.synthetic_motion import synthetic_clip
 from evaluation import protocols as M
 from configs.schema import EvalOptions
 from shards.converters.common import caption

@@ -9,9 +9,9 @@ from scipy.spatial.transform import Rotation, Slerp
 from motion import features as M
 from motion.rotations import qinv, qmul, quat_to_cont6d, yaw_quat
 from motion.skeleton import DEFAULT_BONE_LENGTHS, DEFAULT_SKELETON, bone_lengths, facing_angles
-from synthetic_motion import random_skeleton, synthetic_clip
+from fixtures.synthetic_motion import random_skeleton, synthetic_clip
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = Path(__file__).resolve().parents[3] / "shared"
 MOCAP = SHARED / "data" / "mocap"
 SIGMAS = (0.0, M.HUMANML3D_FACING_SIGMA)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "distributed"))
 
 from trainer.checkpoint import (CheckpointError, checkpoint_name, mark_best, read_pointer, resolve_checkpoint,  # noqa: E402
@@ -51,7 +51,7 @@ def test_cosine_with_warmup_matches_the_formula():
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    import trainer_fixtures
+    from fixtures import trainer_fixtures
     from modeling.trimo_model import TrimoModel
 
     backbone = trainer_fixtures.write_text_backbone(tmp_path_factory.mktemp("bb") / "text_backbone")
@@ -100,7 +100,7 @@ def test_every_head_runs_with_weights_in_bf16(tmp_path):
     """DeepSpeed's bf16 casts the parameters and keeps the buffers in float32; fp32 batches go in.
     Every head (MLP with the GCN S-Enc included) trains and infers, and the statistics stay exact
     (the 2-rank DeepSpeed runs of test_trainer_launches cover the rest of the path)."""
-    import trainer_fixtures
+    from fixtures import trainer_fixtures
     from modeling.trimo_model import TrimoModel
     from trainer.probe import probe_batch
     from transformers import AutoTokenizer
@@ -160,7 +160,7 @@ def test_localization_encodes_snippet_means_not_frames(tiny_model):
 
 
 def test_caption_cache_file_is_shared_exact_and_model_bound(tmp_path):
-    import trainer_fixtures
+    from fixtures import trainer_fixtures
     from trainer.data import CaptionEmbedder
 
     backbone = trainer_fixtures.write_text_backbone(tmp_path / "bb")
@@ -190,7 +190,7 @@ def test_caption_cache_writers_sharing_a_folder_never_clobber_each_other(tmp_pat
     import filelock
     import safetensors.torch as st
 
-    import trainer_fixtures
+    from fixtures import trainer_fixtures
     from trainer.data import CaptionEmbedder
 
     backbone = trainer_fixtures.write_text_backbone(tmp_path / "bb")

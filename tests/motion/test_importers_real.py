@@ -11,7 +11,7 @@ from motion.importers import ImportedMotion, load_motion
 from motion.features import features_to_joints
 from motion.skeleton import DEFAULT_BONE_LENGTHS, bone_lengths, facing_angles
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 FEET = [7, 8, 10, 11]
 
 

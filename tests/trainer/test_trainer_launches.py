@@ -2,9 +2,9 @@
 
 Every arm (ZeRO-1/2/3 x fp32/bf16 from accelerate_config.yaml and the DeepSpeed JSONs, plain DDP
 in fp32 and bf16) trains the tiny config with every head on for 4 steps on the lockstep sets
-(tests/distributed/trainer_fixtures.py): its first step is the same global batch as one process
+(tests/fixtures/trainer_fixtures.py): its first step is the same global batch as one process
 with twice the batch, and one rank has no caption that can be shuffled (CAR negatives on the
-other rank only). Against the single-process run (`python tests/distributed/faults.py`: launch/train.py's main with the tests' callback, same precision):
+other rank only). Against the single-process run (`python -m faults`: launch/train.py's main with the tests' callback, same precision):
 - the learning rate at every step is the same (warm-up, hold and decay all fall within 4 steps);
 - the first step's losses, CAR accuracy and full gradient agree (fp32 to rounding, bf16 within
   its precision);
@@ -28,16 +28,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "distributed"))
-import trainer_fixtures  # noqa: E402
-from trainer_fixtures import ACCELERATE, LAUNCHERS, free_port, run  # noqa: E402
+from fixtures import trainer_fixtures  # noqa: E402
+from fixtures.trainer_fixtures import ACCELERATE, LAUNCHERS, free_port, run  # noqa: E402
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 STEPS = 4
 GLOBAL_BATCH = 8
 BAD_GRADIENT_STEP = 3   # 1-based step whose gradient the test hook makes non-finite
-TRAIN = ["tests/distributed/faults.py", "--config", "configs/tiny_test.yaml"]
+# `-m launch.train` as in the README, with the tests' callback: tests/distributed/faults.py
+TRAIN = ["-m", "faults", "--config", "configs/tiny_test.yaml"]
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from motion.importers.bvh import forward_kinematics, load_bvh, parse_bvh
 from motion.importers.humanml3d import iter_humanml3d, load_sample, read_split, read_texts
 from motion.importers.mapping import JOINT_NAMES, PRESETS, resolve_mapping
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 CMU_ASF, CMU_AMC = FIXTURES / "cmu_walk_60fps.asf", FIXTURES / "cmu_walk_60fps.amc"
 
 # Root -> A -> B; root has 6 channels, A's rotation order is the parameter.
