@@ -137,9 +137,19 @@ class RetrievalModelConfig:
     attention_backend: str = "auto"    # eager | sdpa | triton | auto, for every attention in the model
 
 
+# MLP's variants: "mlp" = LP-Matcher + LP-Predictor on the motion encoder with the S-Enc (GCN);
+# "mlp_s" = the same without S-Enc; "mlp_base" = no S-Enc, plain matcher, predicting part only.
+VARIANTS = ("mlp", "mlp_s", "mlp_base")
+
+
+def variant_uses_spatial_encoder(variant: str) -> bool:
+    """Whether a variant implies the motion encoder's GCN S-Enc (MotionEncoderConfig.use_gcn)."""
+    return variant == "mlp"
+
+
 @dataclass
 class LocalizationConfig:
-    variant: str = "mlp"                  # mlp | mlp_s | mlp_base
+    variant: str = "mlp_s"                # mlp | mlp_s | mlp_base (mlp needs motion.use_gcn=true)
     d_model: int = 256                    # MLP: d = 256
     n_sgpa_blocks: int = 4                # MLP: N_SGPA = 4
     n_heads: int = 8                   # attention heads in SGPA
@@ -323,6 +333,13 @@ def check_experiment(cfg: ExperimentConfig) -> None:
     if cfg.validation.split == "test":
         raise ConfigError("validation.split=test: the best checkpoint must be chosen on validation data, never on "
                           "test; use 'val' (test-split numbers come from launch/evaluate.py)")
+    loc, motion = cfg.model.localization, cfg.model.retrieval.motion
+    if loc.variant not in VARIANTS:
+        raise ConfigError(f"model.localization.variant={loc.variant!r} must be one of {VARIANTS}")
+    if cfg.model.use_localization and variant_uses_spatial_encoder(loc.variant) != motion.use_gcn:
+        raise ConfigError(f"model.localization.variant={loc.variant} {'needs' if motion.use_gcn is False else 'excludes'} "
+                          f"MLP's S-Enc: set model.retrieval.motion.use_gcn={str(not motion.use_gcn).lower()} "
+                          "(mlp = with S-Enc; mlp_s, mlp_base = without)")
     d_text = cfg.model.retrieval.text.latent_dim
     if cfg.model.retrieval.motion.latent_dim != d_text:
         raise ConfigError("model.retrieval.motion.latent_dim and model.retrieval.text.latent_dim must be equal")

@@ -72,12 +72,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from configs.schema import LocalizationConfig
+from configs.schema import VARIANTS, LocalizationConfig
 from modeling.attention import FeedForward, MultiHeadAttention, multi_source_attention
 from modeling.sequence import sinusoidal_positions  # E_pos of Eq. 5
 
 BACKGROUND, FOREGROUND, PAD = 0, 1, 2
-VARIANTS = ("mlp", "mlp_s", "mlp_base")
 
 
 # ---- snippets, span labels and Eq. 13 decoding ----
@@ -259,19 +258,9 @@ def decode_topk_spans(p_start: torch.Tensor, p_end: torch.Tensor, k: int, snippe
 
 
 
-def variant_uses_spatial_encoder(variant: str) -> bool:
-    """Whether a variant implies the motion encoder's GCN S-Enc (MotionEncoderConfig.use_gcn)."""
-    _check_variant(variant)
-    return variant == "mlp"
-
-
-def _check_variant(variant: str) -> None:
-    if variant not in VARIANTS:
-        raise ValueError(f"localization variant {variant!r} is not one of {VARIANTS}; set localization.variant")
-
-
 def _check_config(cfg: LocalizationConfig) -> None:
-    _check_variant(cfg.variant)
+    if cfg.variant not in VARIANTS:
+        raise ValueError(f"localization variant {cfg.variant!r} is not one of {VARIANTS}; set localization.variant")
     for name in ("alpha_start", "alpha_end", "flip_rate"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise ValueError(f"localization.{name}={getattr(cfg, name)} must be in [0, 1]")

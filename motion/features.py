@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from motion.rotations import qinv, qrot, quat_to_cont6d, quat_to_matrix, matrix_to_cont6d, slerp, yaw_quat
+from motion.rotations import qinv, qrot, quat_to_cont6d, quat_to_matrix, matrix_to_cont6d, yaw_quat
 from motion.skeleton import (
     DEFAULT_SKELETON, JOINT_NAMES, LEFT_FOOT_JOINTS, NUM_JOINTS, PARENTS, RIGHT_FOOT_JOINTS,
     Skeleton, bone_lengths, facing_angles,
@@ -279,16 +279,6 @@ def resample(positions, src_fps: float, dst_fps: float = FEATURE_FPS, source: st
         return positions[::step].copy()
     frac = frac.reshape((-1,) + (1,) * (positions.ndim - 1))
     return positions[lower] * (1.0 - frac) + positions[lower + 1] * frac
-
-
-def resample_rotations(quats, src_fps: float, dst_fps: float = FEATURE_FPS, source: str = "motion") -> np.ndarray:
-    """Resample unit quaternions (T, ..., 4) like `resample`, with slerp between frames."""
-    quats = np.asarray(quats, dtype=np.float64)
-    step, lower, frac = _resample_plan(len(quats), src_fps, dst_fps, source)
-    if step is not None:
-        return quats[::step].copy()
-    frac = frac.reshape((-1,) + (1,) * (quats.ndim - 2))
-    return slerp(quats[lower], quats[lower + 1], frac)
 
 
 # ----------------------------------------------------------------------------- normalization

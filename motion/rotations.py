@@ -12,7 +12,6 @@ from typing import TypeVar
 
 import numpy as np
 import torch
-from scipy.spatial.transform import Rotation
 
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
@@ -126,14 +125,6 @@ def quat_to_matrix(q: Array) -> Array:
     return m.reshape(*m.shape[:-1], 3, 3)
 
 
-def matrix_to_quat(m: np.ndarray) -> np.ndarray:
-    """Rotation matrices (..., 3, 3) -> unit quaternions (..., 4) with w >= 0 (NumPy, via SciPy)."""
-    m = np.asarray(m, dtype=np.float64)
-    q = Rotation.from_matrix(m.reshape(-1, 3, 3)).as_quat(scalar_first=True)
-    q = np.where(q[:, :1] < 0, -q, q)
-    return q.reshape(*m.shape[:-2], 4)
-
-
 def matrix_to_cont6d(m: Array) -> Array:
     """Rotation matrices (..., 3, 3) -> first two columns, (..., 6)."""
     if _is_torch(m):
@@ -155,19 +146,6 @@ def cont6d_to_matrix(d6: Array) -> Array:
     if _is_torch(d6):
         return torch.stack([c0, c1, c2], dim=-1)
     return np.stack([c0, c1, c2], axis=-1)
-
-
-def qfix(q: Array) -> Array:
-    """Flip signs along axis 0 (time) so consecutive quaternions lie in the same hemisphere."""
-    if _is_torch(q):
-        dots = (q[1:] * q[:-1]).sum(-1)
-        flips = torch.cumsum((dots < 0).to(torch.int64), dim=0) % 2
-        sign = torch.cat([torch.zeros_like(flips[:1]), flips]) * -2 + 1
-        return q * sign[..., None].to(q.dtype)
-    dots = (q[1:] * q[:-1]).sum(-1)
-    flips = np.cumsum(dots < 0, axis=0) % 2
-    sign = 1 - 2 * np.concatenate([np.zeros_like(flips[:1]), flips])
-    return q * sign[..., None]
 
 
 def slerp(q0: Array, q1: Array, t: Array | float) -> Array:

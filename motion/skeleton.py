@@ -138,11 +138,6 @@ class Skeleton:
             raise ValueError(f"bone lengths must have shape (22,), got {lengths.shape}")
         return cls(REST_DIRECTIONS * lengths[:, None])
 
-    @classmethod
-    def from_pose(cls, pose: np.ndarray) -> Skeleton:
-        """The skeleton whose bone lengths are those of one pose (22, 3)."""
-        return cls.from_bone_lengths(bone_lengths(pose))
-
     @property
     def lengths(self) -> np.ndarray:
         return np.linalg.norm(self.offsets, axis=-1)

@@ -376,35 +376,6 @@ class Trainer:
         logger.message(f"{status}; checkpoint {self.run_dir / 'checkpoints' / 'latest'} -> step {self.state['step']}")
         return {"status": status, "step": self.state["step"]}
 
-    def save_gradients(self, path: str) -> None:
-        """The full (all-reduced, gathered) gradient of every trainable parameter, in float32."""
-        from safetensors.torch import save_file
-
-        grads = {}
-        for name, param in self.accelerator.unwrap_model(self.model).named_parameters():
-            if param.requires_grad:
-                if self.uses_deepspeed:
-                    from deepspeed.utils import safe_get_full_grad
-
-                    grad = safe_get_full_grad(param)   # a collective under ZeRO
-                else:
-                    grad = param.grad
-                if grad is not None:
-                    grads[name] = grad.detach().float().cpu().contiguous()
-        if self.accelerator.is_main_process:
-            save_file(grads, path)
-
-    def save_probe(self, path: str) -> None:
-        from safetensors.torch import save_file
-
-        from trainer.probe import probe_batch, probe_outputs
-
-        rcfg = self.cfg.model.retrieval
-        batch = probe_batch(self.tokenizer, rcfg.motion.n_feats, max_tokens=rcfg.text.max_tokens)
-        out = probe_outputs(self.model, batch, self.accelerator.device)   # every rank (ZeRO-3 gathers)
-        if self.accelerator.is_main_process:
-            save_file({k: v.float() for k, v in out.items()}, path)
-
     def validate(self, logger: RunLogger, step: int) -> bool:
         """Validation metrics (validation split only); True when the configured metric improved."""
         from trainer.validate import validate

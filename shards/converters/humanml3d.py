@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from motion.importers.humanml3d import load_sample, read_split
+from motion.importers.humanml3d import iter_humanml3d
 
 from .common import caption, clean_key, make_sample
 
@@ -20,8 +20,8 @@ DATASET = "humanml3d"
 def humanml3d_samples(root: str | Path, split: str, *, with_joints: bool = False, events: bool = True,
                       dataset: str = DATASET) -> Iterator[dict]:
     """Samples of `<root>/<split>.txt` in file order; `with_joints` stores new_joints/ when present."""
-    for sample_id in read_split(root, split):
-        item = load_sample(root, sample_id)
+    for item in iter_humanml3d(root, split):
+        sample_id = item.id
         mirrored = sample_id.startswith("M")
         texts = [caption(t["text"], t["start"], t["end"], events) for t in item.texts if t["text"].strip()]
         yield make_sample(clean_key(dataset, sample_id), item.features, dataset=dataset, split=split,

@@ -64,7 +64,7 @@ class FaultInjection(Callback):
 
     def on_gradients(self, trainer, step):
         if step == 0 and self.gradients_out:
-            trainer.save_gradients(self.gradients_out)
+            save_gradients(trainer, self.gradients_out)
 
     def on_checkpoint_staged(self, step):
         seconds, _, at = self.checkpoint_sleep.partition("@")
@@ -82,7 +82,41 @@ class FaultInjection(Callback):
 
     def on_fit_end(self, trainer):
         if self.probe_out:
-            trainer.save_probe(self.probe_out)
+            save_probe(trainer, self.probe_out)
+
+
+def save_gradients(trainer, path: str) -> None:
+    """The full (all-reduced, gathered) gradient of every trainable parameter, in float32; call
+    on every rank (a collective under ZeRO), the main process writes."""
+    from safetensors.torch import save_file
+
+    grads = {}
+    for name, param in trainer.accelerator.unwrap_model(trainer.model).named_parameters():
+        if param.requires_grad:
+            if trainer.uses_deepspeed:
+                from deepspeed.utils import safe_get_full_grad
+
+                grad = safe_get_full_grad(param)
+            else:
+                grad = param.grad
+            if grad is not None:
+                grads[name] = grad.detach().float().cpu().contiguous()
+    if trainer.accelerator.is_main_process:
+        save_file(grads, path)
+
+
+def save_probe(trainer, path: str) -> None:
+    """The model's outputs on the probe batch (tests/distributed/probe.py); every rank computes
+    them (ZeRO-3 gathers), the main process writes."""
+    from safetensors.torch import save_file
+
+    from probe import probe_batch, probe_outputs
+
+    rcfg = trainer.cfg.model.retrieval
+    batch = probe_batch(trainer.tokenizer, rcfg.motion.n_feats, max_tokens=rcfg.text.max_tokens)
+    out = probe_outputs(trainer.model, batch, trainer.accelerator.device)
+    if trainer.accelerator.is_main_process:
+        save_file({k: v.float() for k, v in out.items()}, path)
 
 
 if __name__ == "__main__":

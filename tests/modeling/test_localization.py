@@ -7,10 +7,9 @@ import torch
 from omegaconf import OmegaConf
 
 import modeling.localization as loc
-from configs.schema import LocalizationConfig
+from configs.schema import LocalizationConfig, variant_uses_spatial_encoder
 from modeling.localization import (PAD, LocalizationHead, alignment_loss, boundary_loss,
-                                   flip_labels, highlight_loss, perturb_labels, perturb_rate,
-                                   variant_uses_spatial_encoder)
+                                   flip_labels, highlight_loss, perturb_labels, perturb_rate)
 
 D_MOTION, D_TEXT = 12, 10
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from scipy.spatial.transform import Rotation, Slerp
+from scipy.spatial.transform import Rotation
 
 from motion import features as M
 from motion.rotations import qinv, qmul, quat_to_cont6d, yaw_quat
@@ -199,23 +199,10 @@ def test_resample_strides_integer_ratios_and_interpolates_others():
     np.testing.assert_allclose(up[1], 0.5 * (x[0] + x[1]))
 
 
-def test_resample_rotations_slerps():
-    rots = Rotation.random(9 * 2, random_state=1).as_quat(scalar_first=True).reshape(9, 2, 4)
-    out = M.resample_rotations(rots, 30, 20)
-    times = np.arange(0, 8 / 30 + 1e-9, 1 / 20)
-    for j in range(2):
-        expected = Slerp(np.arange(9) / 30, Rotation.from_quat(rots[:, j], scalar_first=True))(times).as_matrix()
-        got = Rotation.from_quat(out[:, j], scalar_first=True).as_matrix()
-        np.testing.assert_allclose(got, expected, atol=1e-9)
-    np.testing.assert_array_equal(M.resample_rotations(rots, 40, 20), rots[::2])
-
-
 @pytest.mark.parametrize("src, dst, frames", [(0, 20, 10), (-30, 20, 10), (30, 0, 10), (float("nan"), 20, 10), (30, 20, 1)])
 def test_resample_rejects_bad_rates_and_short_clips(src, dst, frames):
     with pytest.raises(M.MotionError, match="clip_x"):
         M.resample(np.zeros((frames, 22, 3)), src, dst, source="clip_x")
-    with pytest.raises(M.MotionError, match="clip_x"):
-        M.resample_rotations(np.tile([1.0, 0, 0, 0], (frames, 22, 1)), src, dst, source="clip_x")
 
 
 # ----------------------------------------------------------------------------- statistics

@@ -29,9 +29,6 @@ def test_quaternion_ops_match_scipy():
     prod = rot.qmul(q, p)
     np.testing.assert_allclose(Rotation.from_quat(prod, scalar_first=True).as_matrix(), (sq * sp).as_matrix(), atol=1e-12)
     np.testing.assert_allclose(rot.qrot(rot.qmul(q, rot.qinv(q)), v), v, atol=1e-12)
-    back = rot.matrix_to_quat(sq.as_matrix())
-    assert (back[:, 0] >= 0).all()
-    np.testing.assert_allclose(np.abs((back * q).sum(-1)), 1.0, atol=1e-12)  # same rotation up to sign
 
 
 def test_torch_and_numpy_agree():
@@ -71,16 +68,12 @@ def test_cont6d_is_first_two_columns_and_inverts():
     np.testing.assert_allclose(np.linalg.det(r), 1.0, atol=1e-12)
 
 
-def test_slerp_matches_scipy_and_qfix_removes_sign_flips():
+def test_slerp_matches_scipy():
     keys = random_quats(2)
     times = np.linspace(0, 1, 7)
     expected = Slerp([0, 1], Rotation.from_quat(keys, scalar_first=True))(times).as_matrix()
     got = rot.slerp(np.repeat(keys[:1], 7, 0), np.repeat(-keys[1:], 7, 0), times)  # sign must not matter
     np.testing.assert_allclose(rot.quat_to_matrix(got), expected, atol=1e-9)
-    q = np.repeat(keys[:1], 6, 0) * np.array([1, -1, -1, 1, -1, 1])[:, None]
-    fixed = rot.qfix(q)
-    assert ((fixed[1:] * fixed[:-1]).sum(-1) > 0).all()
-    np.testing.assert_allclose(fixed, np.repeat(keys[:1], 6, 0))
 
 
 def test_yaw_quat_turns_z_towards_x():
@@ -137,7 +130,7 @@ def test_fk_with_identity_rotations_gives_the_rest_pose():
 
 def test_fk_of_ik_reproduces_a_rigid_clip():
     joints = synthetic_clip(200, seed=3)
-    skeleton = Skeleton.from_pose(joints[0])
+    skeleton = Skeleton.from_bone_lengths(bone_lengths(joints[0]))
     local = skeleton.inverse_kinematics(joints)
     np.testing.assert_allclose(np.linalg.norm(local, axis=-1), 1.0, atol=1e-12)
     assert np.abs(skeleton.forward_kinematics(local, joints[:, 0]) - joints).max() <= 1e-6
@@ -146,7 +139,7 @@ def test_fk_of_ik_reproduces_a_rigid_clip():
 def test_fk_of_ik_on_a_non_rigid_clip_gives_the_clip_retargeted_to_its_first_frame():
     joints = synthetic_clip(50, seed=4)
     joints = joints + 0.01 * RNG.normal(size=joints.shape)  # noisy markers: bone lengths vary
-    skeleton = Skeleton.from_pose(joints[0])
+    skeleton = Skeleton.from_bone_lengths(bone_lengths(joints[0]))
     rebuilt = skeleton.forward_kinematics(skeleton.inverse_kinematics(joints), joints[:, 0])
     np.testing.assert_allclose(bone_lengths(rebuilt), np.broadcast_to(skeleton.lengths, (50, 22)), atol=1e-12)
     # every bone keeps its observed direction

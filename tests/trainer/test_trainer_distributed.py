@@ -114,7 +114,7 @@ def test_resume_is_bitwise_identical(setup, stage):
 
     if stage == 3:   # the export (gathered from ZeRO-3) reloads in a fresh process with the same outputs
         script = ("import sys, torch; from safetensors.torch import load_file, save_file;"
-                  "from trainer.export import load_model; from trainer.probe import probe_batch, probe_outputs;"
+                  "from trainer.export import load_model; from probe import probe_batch, probe_outputs;"
                   "m, tok, cfg = load_model(sys.argv[1]);"
                   "save_file(probe_outputs(m, probe_batch(tok, max_tokens=cfg.model.retrieval.text.max_tokens)), sys.argv[2])")
         reloaded = root / "reloaded.safetensors"

@@ -102,7 +102,7 @@ def test_every_head_runs_with_weights_in_bf16(tmp_path):
     (the 2-rank DeepSpeed runs of test_trainer_launches cover the rest of the path)."""
     from fixtures import trainer_fixtures
     from modeling.trimo_model import TrimoModel
-    from trainer.probe import probe_batch
+    from probe import probe_batch
     from transformers import AutoTokenizer
 
     backbone = trainer_fixtures.write_text_backbone(tmp_path / "bb")
@@ -357,3 +357,12 @@ def test_config_rejects_test_split_and_unknown_mixing():
                                                                "data.mixing=shuffle"])
     with pytest.raises(ConfigError, match="did you mean"):
         load_experiment([REPO / "configs" / "tiny_test.yaml"], ["optim.lrr=1"])
+    # MLP's variant and the motion encoder's S-Enc must agree (mlp = with it, mlp_s / mlp_base without)
+    sets = ["data.retrieval.index=x", "data.localization.index=y"]
+    with pytest.raises(ConfigError, match="use_gcn=true"):
+        load_experiment([REPO / "configs" / "tiny_test.yaml"], [*sets, "model.localization.variant=mlp"])
+    with pytest.raises(ConfigError, match="use_gcn=false"):
+        load_experiment([REPO / "configs" / "tiny_test.yaml"], [*sets, "model.retrieval.motion.use_gcn=true"])
+    cfg = load_experiment([REPO / "configs" / "tiny_test.yaml"],
+                          [*sets, "model.localization.variant=mlp", "model.retrieval.motion.use_gcn=true"])
+    assert cfg.model.localization.variant == "mlp" and cfg.model.retrieval.motion.use_gcn

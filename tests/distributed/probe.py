@@ -1,4 +1,4 @@
-"""A fixed probe batch and the model's outputs on it: checks that an export reproduces the model
+"""Test helper: a fixed probe batch and the model's outputs on it: checks that an export reproduces the model
 that was trained (same embeddings, same localization probabilities), e.g. after ZeRO-3 gathering.
 """
 from __future__ import annotations
