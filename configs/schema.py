@@ -21,10 +21,11 @@ from typing import Optional, Sequence
 
 from configs.loading import ConfigError, load_config
 
-# The clip lengths HumanML3D keeps (2 to 10 s at 20 fps): converters' defaults and training's
+# The clip lengths HumanML3D's loaders keep, inclusive bounds: at least 40 frames (2 s at 20 fps)
+# and fewer than 200 (they skip `len(motion) >= 200`). Converters' defaults and training's
 # retrieval length filter.
 MIN_FRAMES = 40
-MAX_FRAMES = 200
+MAX_FRAMES = 199
 
 
 # ================================================================ the model

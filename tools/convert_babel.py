@@ -36,10 +36,11 @@ def main(argv: list[str] | None = None) -> int:
         items = babel_items(args.babel_dir, args.val_fraction, args.seed, extra=not args.no_extra)
         return write_dataset(
             {split: babel_samples(split_items, args.amass_root, args.body_model_dir, gender=args.gender,
-                                  with_joints=args.with_joints, mirror=args.mirror, num_workers=args.workers)
+                                  with_joints=args.with_joints, mirror=args.mirror, num_workers=args.workers,
+                                  dry_run=args.dry_run)
              for split, split_items in items.items()},
             args.out, dataset=DATASET, **write_options(args))
-    return run_converter("convert_babel", write)
+    return run_converter("convert_babel", write, args.out, args.dry_run)
 
 
 if __name__ == "__main__":

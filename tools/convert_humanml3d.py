@@ -1,7 +1,7 @@
 """Convert HumanML3D's released folder to trimo shards, one shard set per split.
 
     trimo-convert-humanml3d HUMANML3D_DIR -o OUT [--splits train,val,test] [--with-joints]
-        [--min-frames 40] [--max-frames 200] [--filter-splits train,val] [--stats-convention per_dim]
+        [--min-frames 40] [--max-frames 199] [--filter-splits train,val] [--stats-convention per_dim]
 
 HUMANML3D_DIR holds new_joint_vecs/, texts/, train.txt, val.txt, test.txt (new_joints/ for
 --with-joints). Mirrored `M` ids are converted as listed in the split files. Writes
@@ -25,9 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     splits = [s for s in args.splits.split(",") if s]
     return run_converter("convert_humanml3d", lambda: write_dataset(
-        {s: humanml3d_samples(args.root, s, with_joints=args.with_joints, events=not args.no_events) for s in splits},
-        args.out, dataset=DATASET, **write_options(args)))
-
+        {s: humanml3d_samples(args.root, s, with_joints=args.with_joints, events=not args.no_events,
+                              num_workers=args.workers) for s in splits},
+        args.out, dataset=DATASET, **write_options(args)), args.out, args.dry_run)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,7 +15,7 @@ import sys
 from collections import Counter
 
 from shards.converters.common import add_write_args, run_converter, write_dataset, write_options
-from shards.converters.restore import DATASET, SPLIT_PRIORITY, group_sources, restore_samples
+from shards.converters.restore import DATASET, SPLIT_PRIORITY, group_sources, read_split_files, restore_samples
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,19 +27,25 @@ def main(argv: list[str] | None = None) -> int:
                         help="SMPL-H models (SMPLH_<GENDER>.npz or <gender>/model.npz)")
     parser.add_argument("--gender", default=None, help="body model gender (default: each sequence's own)")
     parser.add_argument("--no-mirror", action="store_true", help="leave out the mirrored copies")
+    parser.add_argument("--split-files", default=None,
+                        help="folder with train.txt, val.txt, test.txt listing source paths (e.g. the MLP authors' "
+                             "lists) instead of trimo's split by source")
     add_write_args(parser, min_frames=None, max_frames=None)
     args = parser.parse_args(argv)
 
     def write():
         counter: Counter = Counter()
-        sources = group_sources(args.root, args.index_csv, counter=counter)
+        split_files = read_split_files(args.split_files) if args.split_files else None
+        sources = group_sources(args.root, args.index_csv, counter=counter, split_files=split_files)
+        print(f"{len(sources)} sources; left out: {dict(counter)}")
         by_split = {s: [src for src in sources if src.split == s] for s in SPLIT_PRIORITY}
         return write_dataset(
             {split: restore_samples(items, args.amass_root, args.body_model_dir, gender=args.gender,
-                                    with_joints=args.with_joints, mirror=not args.no_mirror, num_workers=args.workers)
+                                    with_joints=args.with_joints, mirror=not args.no_mirror, num_workers=args.workers,
+                                    dry_run=args.dry_run)
              for split, items in by_split.items() if items},
             args.out, dataset=DATASET, extra={"segments_left_out": dict(counter)}, **write_options(args))
-    return run_converter("convert_restore", write)
+    return run_converter("convert_restore", write, args.out, args.dry_run)
 
 
 if __name__ == "__main__":

@@ -95,15 +95,60 @@ def smplh_joints(model, poses: np.ndarray, trans: np.ndarray, betas: np.ndarray,
 def _read_sequence(data, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, str]:
     for key in ("poses", "trans"):
         if key not in data.files:
-            raise MotionImportError(f"{path}: no '{key}' array (has {data.files}); not an AMASS SMPL-H sequence")
+            raise MotionImportError(f"{path}: no '{key}' array (has {data.files}); not an AMASS SMPL-H sequence "
+                                    "(e.g. a shape.npz)", reason="not_a_sequence")
     poses, trans = np.asarray(data["poses"], np.float64), np.asarray(data["trans"], np.float64)
     betas = np.asarray(data["betas"], np.float64).reshape(-1) if "betas" in data.files else np.zeros(NUM_BETAS)
     rate_key = next((k for k in ("mocap_framerate", "mocap_frame_rate") if k in data.files), None)
     if rate_key is None:
-        raise MotionImportError(f"{path}: no mocap_framerate; not an AMASS sequence")
+        raise MotionImportError(f"{path}: no mocap_framerate; not an AMASS sequence", reason="not_a_sequence")
     fps = float(np.asarray(data[rate_key]).reshape(-1)[0])
     file_gender = _scalar_string(data["gender"]) if "gender" in data.files else "neutral"
     return poses, trans, betas, fps, file_gender
+
+
+def _load_sequence(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, str]:
+    """(poses, trans, betas, fps, gender in the file) of an AMASS SMPL-H npz, checked; raises a
+    MotionImportError naming the file (with a reason a converter counts skips by)."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise MotionImportError(f"{path}: cannot read npz ({err})", reason="unreadable_npz") from None
+    try:
+        with data:
+            poses, trans, betas, fps, file_gender = _read_sequence(data, path)
+    except ValueError as err:  # object arrays need pickle, which we never run
+        if isinstance(err, MotionImportError):
+            raise
+        raise MotionImportError(f"{path}: cannot read npz ({err}); re-save it with plain numeric arrays",
+                                reason="unreadable_npz") from None
+    if poses.ndim != 2 or poses.shape[1] != 156:
+        kind = " (an SMPL-X sequence: use AMASS's SMPL-H release)" if poses.ndim == 2 and poses.shape[1] == 165 else ""
+        raise MotionImportError(f"{path}: poses have shape {poses.shape}, expected (T, 156) SMPL-H axis-angles{kind}",
+                                reason="not_smplh")
+    if poses.shape[0] < 2:
+        raise MotionImportError(f"{path}: clip has {poses.shape[0]} frame(s); at least 2 are needed",
+                                reason="too_short")
+    if trans.shape != (poses.shape[0], 3):
+        raise MotionImportError(f"{path}: trans has shape {trans.shape}, expected ({poses.shape[0]}, 3)",
+                                reason="bad_arrays")
+    return poses, trans, betas, fps, file_gender
+
+
+def probe_amass_npz(npz_path: str | Path) -> tuple[float, int]:
+    """(frame rate, frames) of an AMASS sequence, checked as `load_amass_npz` checks it, without the
+    body model: what a dry run and HumanML3D's frame timing need."""
+    poses, _, _, fps, _ = _load_sequence(Path(npz_path))
+    return fps, len(poses)
+
+
+def frames_at(fps: float, frames: int, target_fps: float = TARGET_FPS) -> int:
+    """How many frames `load_amass_npz` returns for a sequence of `frames` frames at `fps`."""
+    ratio = fps / target_fps
+    stride = round(ratio)
+    if stride >= 1 and abs(ratio - stride) < 1e-3:
+        return -(-frames // stride)
+    return len(resample(np.zeros((frames, 1)), fps, target_fps))
 
 
 def load_amass_npz(npz_path: str | Path, body_model_dir: str | Path, gender: str | None = None,
@@ -113,23 +158,7 @@ def load_amass_npz(npz_path: str | Path, body_model_dir: str | Path, gender: str
     gender: "neutral", "male", "female", or None to use the one stored in the file.
     """
     path = Path(npz_path)
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise MotionImportError(f"{path}: cannot read npz ({err})") from None
-    try:
-        with data:
-            poses, trans, betas, fps, file_gender = _read_sequence(data, path)
-    except ValueError as err:  # object arrays need pickle, which we never run
-        if isinstance(err, MotionImportError):
-            raise
-        raise MotionImportError(f"{path}: cannot read npz ({err}); re-save it with plain numeric arrays") from None
-    if poses.ndim != 2 or poses.shape[1] != 156:
-        raise MotionImportError(f"{path}: poses have shape {poses.shape}, expected (T, 156) SMPL-H axis-angles")
-    if poses.shape[0] < 2:
-        raise MotionImportError(f"{path}: clip has {poses.shape[0]} frame(s); at least 2 are needed")
-    if trans.shape != (poses.shape[0], 3):
-        raise MotionImportError(f"{path}: trans has shape {trans.shape}, expected ({poses.shape[0]}, 3)")
+    poses, trans, betas, fps, file_gender = _load_sequence(path)
     if betas.size < NUM_BETAS:
         betas = np.pad(betas, (0, NUM_BETAS - betas.size))
     gender = (gender or file_gender).lower()

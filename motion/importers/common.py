@@ -25,7 +25,12 @@ TARGET_FPS = 20.0
 
 
 class MotionImportError(MotionError):
-    """Bad mocap input; the message names the file, the problem and the fix (one line)."""
+    """Bad mocap input; the message names the file, the problem and the fix (one line). `reason`
+    is a short category (a converter counts skipped samples by it)."""
+
+    def __init__(self, message: str, reason: str = "bad_input"):
+        super().__init__(message)
+        self.reason = reason
 
 
 def check_joints(joints: np.ndarray, source: str | Path) -> np.ndarray:

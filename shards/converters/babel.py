@@ -2,8 +2,14 @@
 
 BABEL's release holds `train.json`, `val.json` (and `test.json` without labels, which is
 unused) mapping a sequence id to {babel_sid, feat_p (AMASS npz path), dur, seq_ann, frame_ann};
-`extra_train.json` / `extra_val.json` hold more annotators' labels as lists (`frame_anns`).
-`frame_ann.labels` are {raw_label, proc_label, start_t, end_t (seconds)}.
+`frame_ann` is null for sequences labelled only as a whole. `extra_train.json` / `extra_val.json`
+hold more annotators' labels as lists (`seq_anns`, `frame_anns`), and many sequences appear only
+there (10,576 sequences have extra annotations; the MLP authors' split lists include ids found only
+in the extras), so the ids of a split are the union of both files, and an extra-only sequence
+takes its feat_p and dur from the extra file. `labels` are {raw_label, proc_label, start_t, end_t
+(seconds)}. Every annotator's frame labels are used (the main file's and all of the extras'),
+identical (text, span) pairs once: our reading of the MLP authors' use, who train on all frame
+annotations.
 
 One sample per annotated sequence: motion = the whole AMASS sequence at 20 fps (smplx),
 `moments` = every frame-level `raw_label` with its span (clipped to the motion), `texts` = [].
@@ -22,7 +28,7 @@ import numpy as np
 
 from motion.importers.common import MotionImportError
 
-from .common import FPS, amass_motion, clean_key, convert_all, make_sample, mirror_sample
+from .common import FPS, Skipped, amass_motion, clean_key, convert_all, make_sample, mirror_sample
 
 DATASET = "babel"
 DROPPED_LABELS = ("transition",)
@@ -52,9 +58,10 @@ def frame_labels(entry: dict) -> list[dict]:
     return [label for ann in anns if ann for label in ann.get("labels") or []]
 
 
-def moments_of(labels: list[dict], duration: float, where: str) -> list[dict]:
+def moments_of(labels: list[dict], duration: float, where: str, bad: list[str] | None = None) -> list[dict]:
     """{text, start, end} per label: raw_label text, span clipped to [0, duration], transitions and
-    empty spans left out, exact duplicates (same text and span from two annotation files) once."""
+    empty spans left out, exact duplicates (same text and span from two annotation files) once. A
+    label without numeric times is left out and described in `bad`."""
     out, seen = [], set()
     for label in labels:
         text = " ".join(str(label.get("raw_label") or label.get("proc_label") or "").split())
@@ -63,7 +70,9 @@ def moments_of(labels: list[dict], duration: float, where: str) -> list[dict]:
         try:
             start, end = float(label["start_t"]), float(label["end_t"])
         except (KeyError, TypeError, ValueError):
-            raise MotionImportError(f"{where}: frame label {text!r} lacks numeric start_t/end_t") from None
+            if bad is not None:
+                bad.append(f"{where}: frame label {text!r} lacks numeric start_t/end_t")
+            continue
         start, end = max(0.0, start), min(end, duration)
         if end <= start or (text, start, end) in seen:
             continue
@@ -81,24 +90,27 @@ def find_amass_file(amass_root: str | Path, feat_p: str) -> Path:
         if path.is_file():
             return path
     raise MotionImportError(f"{candidates[0]}: AMASS sequence not found (also tried {candidates[-1]}); "
-                            "pass --amass-root the folder holding the extracted AMASS subsets")
+                            "pass --amass-root the folder holding the extracted AMASS subsets",
+                            reason="amass_file_missing")
 
 
 def _convert(item: tuple[str, str, dict], amass_root: str, body_model_dir: str, gender: str | None,
-             with_joints: bool, mirror: bool) -> list[dict]:
+             with_joints: bool, mirror: bool, dry_run: bool = False) -> list:
     split, sid, entry = item
     where = f"BABEL sequence {sid}"
     if "feat_p" not in entry:
-        raise MotionImportError(f"{where}: no feat_p (AMASS path)")
+        raise MotionImportError(f"{where}: no feat_p (AMASS path)", reason="no_feat_p")
     npz = find_amass_file(amass_root, entry["feat_p"])
-    features, joints = amass_motion(npz, body_model_dir, gender)
-    moments = moments_of(entry["labels"], len(features) / FPS, where)
+    features, joints = amass_motion(npz, body_model_dir, gender, dry_run=dry_run)
+    bad: list[str] = []
+    moments = moments_of(entry["labels"], len(features) / FPS, where, bad)
+    skipped = [Skipped("frame_label", line) for line in bad]
     if not moments:
-        return []
+        return skipped + [Skipped("no_frame_label", f"{where}: no usable frame label (all transitions or empty)")]
     sample = make_sample(clean_key(DATASET, sid), features, dataset=DATASET, split=split, source=entry["feat_p"],
                          mirrored=False, texts=[], moments=moments, joints=joints if with_joints else None,
                          babel_sid=sid)
-    return [sample, mirror_sample(sample)] if mirror else [sample]
+    return skipped + ([sample, mirror_sample(sample)] if mirror else [sample])
 
 
 def babel_items(babel_dir: str | Path, val_fraction: float = 0.1, seed: int = 0,
@@ -111,10 +123,11 @@ def babel_items(babel_dir: str | Path, val_fraction: float = 0.1, seed: int = 0,
         entries = read_babel(babel_dir, main)
         extras = read_babel(babel_dir, extra_name, required=False) if extra else {}
         items = []
-        for sid in sorted(entries, key=_sid_order):
-            labels = frame_labels(entries[sid]) + (frame_labels(extras[sid]) if sid in extras else [])
+        for sid in sorted(set(entries) | set(extras), key=_sid_order):
+            main_entry, extra_entry = entries.get(sid) or {}, extras.get(sid) or {}
+            labels = frame_labels(main_entry) + frame_labels(extra_entry)
             if labels:
-                items.append((split, sid, dict(entries[sid], labels=labels)))
+                items.append((split, sid, dict(extra_entry, **main_entry, labels=labels)))
         out[split] = items
     if val_fraction > 0:
         train = out["train"]
@@ -126,9 +139,9 @@ def babel_items(babel_dir: str | Path, val_fraction: float = 0.1, seed: int = 0,
 
 def babel_samples(items: list[tuple[str, str, dict]], amass_root: str | Path, body_model_dir: str | Path, *,
                   gender: str | None = None, with_joints: bool = False, mirror: bool = False,
-                  num_workers: int = 0) -> Iterator[dict]:
+                  num_workers: int = 0, dry_run: bool = False) -> Iterator[dict]:
     convert = partial(_convert, amass_root=str(amass_root), body_model_dir=str(body_model_dir), gender=gender,
-                      with_joints=with_joints, mirror=mirror)
+                      with_joints=with_joints, mirror=mirror, dry_run=dry_run)
     return convert_all(items, convert, num_workers)
 
 

@@ -6,10 +6,16 @@ ShardDataset reads a whole set) and:
 - applies the length filter at write time: a caption whose span is not `min_frames..max_frames`
   feature frames (the reader's crop rule, shards.schema.caption_frames) is dropped, and a clip
   left without captions is dropped; by default only train/val are filtered (HumanML3D loaders keep
-  40..200 frames for training; TMR keeps every length at test). Localization samples (moments,
+  40 to 199 frames for training; TMR keeps every length at test). Localization samples (moments,
   no texts) are filtered on the whole motion. Drops are counted in the index's `extra`;
 - computes the feature statistics from the train split only and stores them in every split's
-  index, so val/test are normalized with the training statistics.
+  index, so val/test are normalized with the training statistics;
+- skips, rather than fails on, what a release gets wrong: a converter yields a `Skipped` (reason +
+  one line naming the file) for a bad sample or caption line, `convert_all` turns an importer's
+  error on one item into one, and the counts by reason (with the first lines) go into the index and
+  the final report. A run fails only when nothing converts;
+- `--dry-run` reads the whole release with the expensive steps (body model, features) replaced by
+  cheap checks, and reports what would be converted, dropped and skipped, without writing.
 Captions get their events from motion.events.decompose (CAR); keys are cleaned to the schema's
 charset (letters, digits, '_', '-', '/').
 """
@@ -21,7 +27,8 @@ import re
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +37,23 @@ import numpy as np
 from motion.events import decompose
 from motion.importers.common import MotionImportError
 from motion.mirror import mirror_features, mirror_joints, swap_left_right
-from motion.features import joints_to_features
+from motion.features import MotionError, joints_to_features
 from configs.schema import MAX_FRAMES, MIN_FRAMES
-from shards.schema import ShardError, ShardIndex, caption_frames, length_ok, stats_to_json
+from shards.schema import ShardError, caption_frames, length_ok, stats_to_json
 from shards.writer import compute_feature_stats, write_shards
 
 FPS = 20.0
+SKIP_LINES_KEPT = 50   # skip lines listed in an index (all are counted)
 _BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-]+")
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A source sample or caption line left out of a conversion: `reason` is the category counted
+    in the index, `detail` one line naming the file and the problem."""
+
+    reason: str
+    detail: str
 
 
 def clean_key(*parts: str) -> str:
@@ -65,8 +82,12 @@ def caption(text: str, start: float | None = None, end: float | None = None, eve
 def make_sample(key: str, motion: np.ndarray, *, dataset: str, split: str, source: str, mirrored: bool,
                 texts: list[dict], moments: list[dict] | None = None, joints: np.ndarray | None = None,
                 fps: float = FPS, **extra_meta: Any) -> dict:
-    """A schema-v1 sample dict {key, motion, meta, joints?} with duration = feature frames / fps."""
+    """A sample dict {key, motion, meta, joints?} with duration = feature frames / fps; a motion with
+    NaN or inf values is refused (MotionImportError, so the conversion skips it)."""
     motion = np.asarray(motion, dtype=np.float32)
+    if not np.isfinite(motion).all():
+        raise MotionImportError(f"sample {key}: motion features contain NaN/inf; the source is broken "
+                                "(regenerate it or leave it out)", reason="nonfinite_motion")
     meta = {"dataset": dataset, "split": split, "fps": float(fps), "duration": len(motion) / fps,
             "mirrored": bool(mirrored), "source": str(source), "texts": texts, **extra_meta}
     if moments is not None:
@@ -77,11 +98,14 @@ def make_sample(key: str, motion: np.ndarray, *, dataset: str, split: str, sourc
     return sample
 
 
-def amass_motion(npz_path: str | Path, body_model_dir: str | Path, gender: str | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """A whole AMASS sequence -> (features (T-1, 263), canonical joints (T, 22, 3)) at 20 fps, via smplx."""
-    from motion.importers.amass import load_amass_npz
+def amass_motion(npz_path: str | Path, body_model_dir: str | Path, gender: str | None = None,
+                 dry_run: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """A whole AMASS sequence -> (features (T-1, 263), canonical joints (T, 22, 3)) at 20 fps, via smplx.
+    `dry_run`: the file is only checked, and the features are zeros of the right length."""
+    from motion.importers.amass import frames_at, load_amass_npz, probe_amass_npz
 
+    if dry_run:
+        return np.zeros((frames_at(*probe_amass_npz(npz_path)) - 1, 263), np.float32), None
     motion = load_amass_npz(npz_path, body_model_dir, gender)
     joints = motion.to_canonical()
     return joints_to_features(joints, source=str(npz_path)), joints
@@ -135,64 +159,100 @@ def _span_length(text: dict, frames: int, fps: float) -> int:
     return stop - first
 
 
-def convert_all(items: Iterable[Any], convert: Callable[[Any], list[dict]], num_workers: int = 0) -> Iterator[dict]:
-    """Samples from `convert(item)` (a list each: e.g. a clip and its mirrored copy), in item order.
+def convert_all(items: Iterable[Any], convert: Callable[[Any], list], num_workers: int = 0
+                ) -> Iterator[dict | Skipped]:
+    """Samples (and Skipped entries) from `convert(item)` (a list each: e.g. a clip and its mirrored
+    copy), in item order. An importer's error on one item (MotionImportError, a bad file) becomes
+    one Skipped entry with the error's reason instead of ending the conversion.
 
     With num_workers > 0 `convert` runs in forked processes (it must be a module-level function or
     a functools.partial of one); the order, and so the shards, do not depend on the worker count.
     """
+    guarded = partial(_guarded, convert)
     if num_workers <= 0:
         for item in items:
-            yield from convert(item)
+            yield from guarded(item)
         return
     with multiprocessing.get_context("fork").Pool(num_workers) as pool:
-        for samples in pool.imap(convert, items, chunksize=2):
+        for samples in pool.imap(guarded, items, chunksize=2):
             yield from samples
 
 
-def write_dataset(samples_by_split: Mapping[str, Iterable[dict]], out_dir: str, *, dataset: str,
+def _guarded(convert: Callable[[Any], list], item: Any) -> list:
+    try:
+        return convert(item)
+    except (MotionError, ShardError, OSError) as err:
+        return [Skipped(getattr(err, "reason", None) or type(err).__name__, " ".join(str(err).split()))]
+
+
+@dataclass
+class SplitReport:
+    """What a conversion did with one split: samples written (or, in a dry run, that would be),
+    drops by the length filter and skips by reason, with the first skip lines."""
+
+    converted: int = 0
+    dropped: Counter = field(default_factory=Counter)
+    skipped: Counter = field(default_factory=Counter)
+    skip_lines: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"converted": self.converted, "dropped": dict(self.dropped), "skipped": dict(self.skipped),
+                "skip_lines": self.skip_lines}
+
+
+def write_dataset(samples_by_split: Mapping[str, Iterable[dict | Skipped]], out_dir: str, *, dataset: str,
                   length_filter: LengthFilter | None = None, stats_split: str = "train",
                   stats_convention: str = "per_dim", maxcount: int = 1000, command: str | None = None,
-                  extra: dict | None = None) -> dict[str, ShardIndex]:
-    """Write each split to `out_dir/<split>/` and return the indices; the stats split goes first.
+                  extra: dict | None = None, dry_run: bool = False) -> dict[str, SplitReport]:
+    """Write each split to `out_dir/<split>/` (the stats split first) and report on each.
 
-    A split whose samples are all filtered out is left out (with a note on stdout).
+    A split whose samples are all filtered out or skipped is not written (its report says why);
+    `dry_run` goes through every sample, filters and skips included, and writes nothing.
     """
     order = sorted(samples_by_split, key=lambda s: s != stats_split)
-    indices: dict[str, ShardIndex] = {}
+    reports: dict[str, SplitReport] = {}
     stats = None
     for split in order:
-        counter: Counter = Counter()
-        samples = _filtered(samples_by_split[split], length_filter, counter)
+        report = reports[split] = SplitReport()
+        samples = _filtered(samples_by_split[split], length_filter, report, f"{dataset}/{split}")
+        if dry_run:
+            report.converted = sum(1 for _ in samples)
+            continue
         first = next(samples, None)
         if first is None:
-            print(f"{dataset}: split {split!r} has no samples left after filtering ({dict(counter)}); not written")
             continue
         split_dir = os.path.join(out_dir, split)
         info = {"dataset": dataset, "split": split, "stats_split": stats_split,
                 "length_filter": asdict(length_filter) if length_filter else None, **(extra or {})}
         index = write_shards(_chain(first, samples), split_dir, maxcount=maxcount, stats_convention=None,
                              command=command, extra=info)
-        index.extra["dropped"] = dict(counter)
+        report.converted = index.total
+        index.extra.update(dropped=dict(report.dropped), skipped=dict(report.skipped), skip_lines=report.skip_lines)
         if split == stats_split:
             urls = [os.path.join(split_dir, e.name) for e in index.shards]
             stats = stats_to_json(compute_feature_stats(urls, convention=stats_convention,
                                                         name=f"{dataset}/{split}"))
         index.feature_stats = stats
         index.save(index.location)
-        indices[split] = index
-    if stats is None:
+    if stats is None and not dry_run and any(r.converted for r in reports.values()):
         print(f"{dataset}: no {stats_split!r} split written, so the indices carry no feature statistics")
-    return indices
+    return reports
 
 
-def _filtered(samples: Iterable[dict], length_filter: LengthFilter | None, counter: Counter) -> Iterator[dict]:
+def _filtered(samples: Iterable[dict | Skipped], length_filter: LengthFilter | None, report: SplitReport,
+              where: str) -> Iterator[dict]:
     for sample in samples:
+        if isinstance(sample, Skipped):
+            report.skipped[sample.reason] += 1
+            if len(report.skip_lines) < SKIP_LINES_KEPT:
+                report.skip_lines.append(sample.detail)
+            print(f"{where}: skipped ({sample.reason}): {sample.detail}", file=sys.stderr, flush=True)
+            continue
         meta = sample["meta"]
         if not any(t["text"].strip() for t in meta["texts"]) and not meta.get("moments"):
-            counter["no_caption"] += 1  # the schema rejects a sample that nothing describes
+            report.dropped["no_caption"] += 1  # the schema rejects a sample that nothing describes
             continue
-        kept = length_filter.apply(sample, counter) if length_filter else sample
+        kept = length_filter.apply(sample, report.dropped) if length_filter else sample
         if kept is not None:
             yield kept
 
@@ -220,6 +280,9 @@ def add_write_args(parser, min_frames: int | None = MIN_FRAMES, max_frames: int 
     parser.add_argument("--maxcount", type=int, default=1000, help="samples per shard")
     parser.add_argument("--workers", type=int, default=0, help="conversion processes")
     parser.add_argument("--with-joints", action="store_true", help="also store joints.npy (T, 22, 3)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="read the whole release and report what would be converted, dropped and skipped; "
+                             "write nothing (the body model and features are replaced by cheap checks)")
 
 
 def write_options(args) -> dict:
@@ -228,20 +291,28 @@ def write_options(args) -> dict:
     if args.min_frames is not None or args.max_frames is not None:
         length_filter = LengthFilter(args.min_frames, args.max_frames,
                                      tuple(s for s in args.filter_splits.split(",") if s))
-    return {"length_filter": length_filter, "stats_convention": args.stats_convention, "maxcount": args.maxcount}
+    return {"length_filter": length_filter, "stats_convention": args.stats_convention, "maxcount": args.maxcount,
+            "dry_run": args.dry_run}
 
 
-def run_converter(tool: str, write: Callable[[], dict[str, ShardIndex]]) -> int:
-    """A converter CLI's body: `write()` the splits and print a line per split; a bad input ends
-    with one line on stderr (the importers name the file and the fix) and exit status 1."""
+def run_converter(tool: str, write: Callable[[], dict[str, SplitReport]], out_dir: str, dry_run: bool = False) -> int:
+    """A converter CLI's body: `write()` the splits and print a line per split (converted, dropped
+    by the length filter, skipped by reason). Exit status 0 when something converted, 1 when
+    nothing did or the release itself is unreadable (one line on stderr naming the file and fix)."""
     try:
-        indices = write()
+        reports = write()
     except (MotionImportError, ValueError) as err:
         print(f"{tool}: {err}", file=sys.stderr)
         return 1
-    for split, index in indices.items():
-        print(f"{split}: {index.total} samples in {len(index.shards)} shard(s) -> {index.location}"
-              + (f"; dropped {index.extra['dropped']}" if index.extra.get("dropped") else ""))
+    verb = "would convert" if dry_run else "converted"
+    for split, report in reports.items():
+        where = "" if dry_run or not report.converted else f" -> {os.path.join(out_dir, split)}"
+        print(f"{split}: {verb} {report.converted} samples{where}"
+              + (f"; dropped {dict(report.dropped)}" if report.dropped else "")
+              + (f"; skipped {dict(report.skipped)}" if report.skipped else ""))
+    if not any(r.converted for r in reports.values()):
+        print(f"{tool}: nothing converted; see the skip reasons above", file=sys.stderr)
+        return 1
     return 0
 
 

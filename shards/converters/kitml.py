@@ -13,34 +13,45 @@ The mapping is an approximation, recorded in every sample's meta (`skeleton_sour
   spine1 = BP, spine2 = halfway BP-BT, spine3 = BT, neck = BLN, head = BUN;
 - the SMPL foot joint is the MMM metatarsal joint (LMrot / RMrot).
 Numbers trained or evaluated on these shards are NOT comparable with published KIT-ML results,
-which use the 251-d MMM features. MMM joint order and sides follow HumanML3D's KIT processing
-(face joints r_hip 11, l_hip 16, r_shoulder 5, l_shoulder 8).
+which use the 251-d MMM features.
+
+Joint order and sides: the published MMM joint list (language2pose's, which HumanML3D's KIT joints
+follow) is root, BP, BT, BLN, BUN, LS, LE, LW, RS, RE, RW, LH, LK, LA, LMrot, LF, RH, RK, RA,
+RMrot, RF: joint 5 is the LEFT shoulder and 11 the LEFT hip. HumanML3D's KIT raw offsets agree
+(5 and 11 point to +X, the side SMPL's left joints are on), although its KIT processing calls its
+face joints [11, 16, 5, 8] "r_hip, l_hip, sdr_r, sdr_l". trimo follows the joint list; the facing
+comes from its own canonicalization of the mapped joints.
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from motion.importers.common import ImportedMotion, MotionImportError
 from motion.importers.humanml3d import read_split, read_texts
-from motion.features import joints_to_features
+from motion.features import joints_to_features, resample
 from motion.skeleton import JOINT_NAMES
 
-from .common import caption, clean_key, make_sample
+from .common import FPS, Skipped, caption, clean_key, convert_all, make_sample
 
 DATASET = "kitml"
 KIT_FPS = 12.5
-KIT_JOINT_NAMES = ("root", "BP", "BT", "BLN", "BUN", "RS", "RE", "RW", "LS", "LE", "LW",
-                   "RH", "RK", "RA", "RMrot", "RF", "LH", "LK", "LA", "LMrot", "LF")
-# canonical joint -> MMM joint index, or a pair whose midpoint stands in for it
-KIT_TO_SMPL: dict[str, int | tuple[int, int]] = {
-    "pelvis": 0, "left_hip": 16, "right_hip": 11, "spine1": 1, "left_knee": 17, "right_knee": 12,
-    "spine2": (1, 2), "left_ankle": 18, "right_ankle": 13, "spine3": 2, "left_foot": 19, "right_foot": 14,
-    "neck": 3, "left_collar": (3, 8), "right_collar": (3, 5), "head": 4, "left_shoulder": 8,
-    "right_shoulder": 5, "left_elbow": 9, "right_elbow": 6, "left_wrist": 10, "right_wrist": 7,
+KIT_JOINT_NAMES = ("root", "BP", "BT", "BLN", "BUN", "LS", "LE", "LW", "RS", "RE", "RW",
+                   "LH", "LK", "LA", "LMrot", "LF", "RH", "RK", "RA", "RMrot", "RF")
+# canonical joint -> MMM joint name, or a pair whose midpoint stands in for it
+KIT_TO_SMPL_NAMES: dict[str, str | tuple[str, str]] = {
+    "pelvis": "root", "left_hip": "LH", "right_hip": "RH", "spine1": "BP", "left_knee": "LK", "right_knee": "RK",
+    "spine2": ("BP", "BT"), "left_ankle": "LA", "right_ankle": "RA", "spine3": "BT", "left_foot": "LMrot",
+    "right_foot": "RMrot", "neck": "BLN", "left_collar": ("BLN", "LS"), "right_collar": ("BLN", "RS"), "head": "BUN",
+    "left_shoulder": "LS", "right_shoulder": "RS", "left_elbow": "LE", "right_elbow": "RE", "left_wrist": "LW",
+    "right_wrist": "RW",
 }
+KIT_TO_SMPL: dict[str, int | tuple[int, int]] = {
+    ours: KIT_JOINT_NAMES.index(theirs) if isinstance(theirs, str) else tuple(KIT_JOINT_NAMES.index(t) for t in theirs)
+    for ours, theirs in KIT_TO_SMPL_NAMES.items()}
 SKELETON_NOTE = "kit-mmm-21 mapped to smpl-22 (collars and spine2 interpolated); not comparable with 251-d KIT-ML"
 
 
@@ -64,28 +75,43 @@ def load_kit_joints(root: Path, sample_id: str) -> np.ndarray:
         hint = (f" ({vecs.name} holds KIT's 251-d MMM features, which trimo's 263-d 22-joint schema cannot store)"
                 if vecs.is_file() else "")
         raise MotionImportError(f"{path}: missing; the KIT-ML converter recomputes features from new_joints/"
-                                f"{hint}: unpack new_joints.zip of the KIT-ML release into {root}")
+                                f"{hint}: unpack new_joints.zip of the KIT-ML release into {root}",
+                                reason="no_joints")
     try:
         joints = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
-        raise MotionImportError(f"{path}: cannot read joints ({err})") from None
+        raise MotionImportError(f"{path}: cannot read joints ({err})", reason="unreadable_joints") from None
     return kit_to_smpl22(joints, str(path))
 
 
 def kitml_samples(root: str | Path, split: str, *, with_joints: bool = False, events: bool = True,
-                  source_fps: float = KIT_FPS, dataset: str = DATASET) -> Iterator[dict]:
-    """Samples of `<root>/<split>.txt`: features recomputed at 20 fps from the mapped joints."""
+                  source_fps: float = KIT_FPS, dataset: str = DATASET, num_workers: int = 0,
+                  dry_run: bool = False) -> Iterator[dict | Skipped]:
+    """Samples of `<root>/<split>.txt`: features recomputed at 20 fps from the mapped joints; an id
+    without joints or captions is skipped with the reason."""
+    convert = partial(_convert, root=str(root), split=split, with_joints=with_joints, events=events,
+                      source_fps=source_fps, dataset=dataset, dry_run=dry_run)
+    return convert_all(read_split(root, split), convert, num_workers)
+
+
+def _convert(sample_id: str, root: str, split: str, with_joints: bool, events: bool, source_fps: float,
+             dataset: str, dry_run: bool) -> list:
     root = Path(root)
-    for sample_id in read_split(root, split):
-        joints = load_kit_joints(root, sample_id)
-        motion = ImportedMotion(joints, source_fps, str(root / "new_joints" / f"{sample_id}.npy"))
-        canonical = motion.to_canonical()
-        features = joints_to_features(canonical, source=motion.source)
-        text_path = root / "texts" / f"{sample_id}.txt"
-        if not text_path.is_file():
-            raise MotionImportError(f"{text_path}: missing captions for id {sample_id}; unpack texts.zip into {root}")
-        texts = [caption(t["text"], t["start"], t["end"], events) for t in read_texts(text_path) if t["text"].strip()]
-        mirrored = sample_id.startswith("M")
-        yield make_sample(clean_key(dataset, sample_id), features, dataset=dataset, split=split,
-                          source=sample_id[1:] if mirrored else sample_id, mirrored=mirrored, texts=texts,
-                          joints=canonical if with_joints else None, skeleton_source=SKELETON_NOTE)
+    joints = load_kit_joints(root, sample_id)
+    text_path = root / "texts" / f"{sample_id}.txt"
+    if not text_path.is_file():
+        raise MotionImportError(f"{text_path}: missing captions for id {sample_id}; unpack texts.zip into {root}",
+                                reason="no_captions")
+    bad: list[str] = []
+    texts = [caption(t["text"], t["start"], t["end"], events) for t in read_texts(text_path, bad) if t["text"].strip()]
+    source = str(root / "new_joints" / f"{sample_id}.npy")
+    if dry_run:   # the length only: the root's trajectory resampled like the whole motion
+        canonical, features = None, np.zeros((len(resample(joints[:, :1], source_fps, FPS, source)) - 1, 263))
+    else:
+        canonical = ImportedMotion(joints, source_fps, source).to_canonical()
+        features = joints_to_features(canonical, source=source)
+    mirrored = sample_id.startswith("M")
+    sample = make_sample(clean_key(dataset, sample_id), features, dataset=dataset, split=split,
+                         source=sample_id[1:] if mirrored else sample_id, mirrored=mirrored, texts=texts,
+                         joints=canonical if with_joints else None, skeleton_source=SKELETON_NOTE)
+    return [*(Skipped("caption_line", line) for line in bad), sample]

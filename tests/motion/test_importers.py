@@ -12,7 +12,7 @@ from fixtures.mocap_builders import LAFAN1_REST, bvh_text, walking_bvh, write_hu
 from motion.importers import ImportedMotion, MotionImportError, load_motion
 from motion.importers.asf_amc import load_asf_amc, parse_asf
 from motion.importers.bvh import forward_kinematics, load_bvh, parse_bvh
-from motion.importers.humanml3d import iter_humanml3d, load_sample, read_split, read_texts
+from motion.importers.humanml3d import load_sample, read_split, read_texts
 from motion.importers.mapping import JOINT_NAMES, PRESETS, resolve_mapping
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
@@ -290,7 +290,7 @@ def test_humanml3d_reader_on_the_released_layout(tmp_path):
     root = write_humanml3d(tmp_path / "HumanML3D", {"000001": 12, "M000001": 12, "000002": 9}, TEXTS,
                            {"train": ["000001", "M000001"], "test": ["000002"]})
     assert read_split(root, "train") == ["000001", "M000001"]
-    samples = list(iter_humanml3d(root, "train"))
+    samples = [load_sample(root, i) for i in read_split(root, "train")]
     assert [s.id for s in samples] == ["000001", "M000001"] and [s.mirrored for s in samples] == [False, True]
     s = samples[0]
     np.testing.assert_array_equal(s.features, np.load(root / "new_joint_vecs" / "000001.npy"))
@@ -299,7 +299,6 @@ def test_humanml3d_reader_on_the_released_layout(tmp_path):
                           "start": None, "end": None}
     assert s.texts[1]["start"] == 1.5 and s.texts[1]["end"] == 3.25
     assert samples[1].texts[0]["start"] is None  # nan = whole clip
-    assert [x.id for x in iter_humanml3d(root, "train", include_mirrored=False)] == ["000001"]
 
 
 def test_humanml3d_without_joints_and_malformed_lines(tmp_path):
@@ -310,10 +309,29 @@ def test_humanml3d_without_joints_and_malformed_lines(tmp_path):
     with pytest.raises(MotionImportError, match=r"000002\.txt:2: expected 4 '#'-separated fields"):
         read_texts(bad)
     bad.write_text("walks#walk/VERB#one#2.0\n")
-    with pytest.raises(MotionImportError, match=r"000002\.txt:1: time 'one' is not a number"):
+    with pytest.raises(MotionImportError, match=r"000002\.txt:1: time 'one'#'2.0' is not a number"):
         read_texts(bad)
     np.save(root / "new_joint_vecs" / "000002.npy", np.zeros((5, 251), np.float32))
     with pytest.raises(MotionImportError, match=r"000002\.npy: features has shape \(5, 251\)"):
         load_sample(root, "000002")
     with pytest.raises(MotionImportError, match=r"val\.txt: split file not found"):
         read_split(root, "val")
+
+
+def test_caption_lines_are_read_as_humanml3d_reads_them(tmp_path):
+    """NaN is 0.0 (HumanML3D's loaders), a reversed span is swapped, an empty span and a malformed
+    line are left out and reported (strict readers raise on them)."""
+    path = tmp_path / "000001.txt"
+    path.write_text("whole clip#a/DET#nan#nan\n"
+                    "from the start#a/DET#nan#3.5\n"
+                    "reversed#a/DET#5.0#2.0\n"
+                    "empty#a/DET#3.0#3.0\n"
+                    "only a caption\n"
+                    "fine#a/DET#1.0#2.0\n")
+    bad: list[str] = []
+    texts = read_texts(path, bad)
+    assert [(t["text"], t["start"], t["end"]) for t in texts] == [
+        ("whole clip", None, None), ("from the start", 0.0, 3.5), ("reversed", 2.0, 5.0), ("fine", 1.0, 2.0)]
+    assert len(bad) == 2 and "000001.txt:4: empty time span 3.0#3.0" in bad[0] and "000001.txt:5:" in bad[1]
+    with pytest.raises(MotionImportError, match="000001.txt:4: empty time span"):
+        read_texts(path)

@@ -5,7 +5,7 @@ import pytest
 from shards.converters.common import LengthFilter, clean_key, mirrored_key, write_dataset
 from shards.converters.humanml3d import humanml3d_samples
 from motion.features import FeatureStats
-from shards.reader import ShardDataset, iter_decoded
+from shards.reader import ShardDataset, iter_decoded, load_index
 from fixtures.mocap_builders import write_humanml3d
 from tools import convert_humanml3d
 
@@ -37,9 +37,10 @@ def by_key(folder):
 
 def test_convert_writes_filtered_splits_with_train_stats(h3d, tmp_path):
     out = tmp_path / "shards"
-    indices = write_dataset({s: humanml3d_samples(h3d, s, with_joints=True) for s in SPLITS}, str(out),
+    reports = write_dataset({s: humanml3d_samples(h3d, s, with_joints=True) for s in SPLITS}, str(out),
                             dataset="humanml3d", length_filter=LengthFilter(40, 200, ("train", "val")))
-    assert {s: i.total for s, i in indices.items()} == {"train": 3, "val": 1, "test": 1}
+    assert {s: r.converted for s, r in reports.items()} == {"train": 3, "val": 1, "test": 1}
+    indices = {s: load_index(str(out / s)) for s in SPLITS}
     # 000002: its only caption (29 frames) is too short; 000003: two of three captions dropped
     assert indices["train"].extra["dropped"] == {"caption_length": 3, "no_caption_left": 1}
 
@@ -81,12 +82,39 @@ def test_cli_and_clear_errors(h3d, tmp_path, capsys):
     assert convert_humanml3d.main([str(h3d), "-o", str(out), "--splits", "train,test", "--min-frames", "none",
                                    "--max-frames", "none"]) == 0
     printed = capsys.readouterr().out
-    assert "train: 4 samples" in printed and "test: 1 samples" in printed
+    assert "train: converted 4 samples" in printed and "test: converted 1 samples" in printed
     assert not (out / "val").exists()
     (h3d / "new_joint_vecs" / "000004.npy").unlink()
     assert convert_humanml3d.main([str(h3d), "-o", str(tmp_path / "bad"), "--splits", "test"]) == 1
     err = capsys.readouterr().err
-    assert "000004.npy: missing features for id 000004" in err
+    assert "000004.npy: missing features for id 000004" in err and "nothing converted" in err
+
+
+def test_broken_samples_and_caption_lines_are_skipped_and_counted(h3d, tmp_path, capsys):
+    """What the released files get wrong ends one sample or one caption line, never the run: a
+    sample with NaN features (as 007975 is reported to be), a missing caption file, an empty caption
+    span; each is counted by reason in the index and the report, and --dry-run says the same."""
+    feats = np.load(h3d / "new_joint_vecs" / "000001.npy")
+    feats[3, 7] = np.nan
+    np.save(h3d / "new_joint_vecs" / "000001.npy", feats)
+    (h3d / "texts" / "000005.txt").unlink()
+    with open(h3d / "texts" / "M000001.txt", "a") as f:
+        f.write("an empty span#a/DET#3.0#3.0\n")
+    args = [str(h3d), "--min-frames", "none", "--max-frames", "none"]
+    assert convert_humanml3d.main([*args, "-o", str(tmp_path / "dry"), "--dry-run"]) == 0
+    dry = capsys.readouterr()
+    assert not (tmp_path / "dry").exists()
+    assert convert_humanml3d.main([*args, "-o", str(tmp_path / "out")]) == 0
+    real = capsys.readouterr()
+    for printed, verb in ((dry.out, "would convert"), (real.out, "converted")):
+        lines = {line.split(":")[0]: line for line in printed.splitlines()}
+        assert lines["train"].startswith(f"train: {verb} 3 samples")
+        assert lines["train"].endswith("skipped {'nonfinite_motion': 1, 'caption_line': 1}")
+        assert lines["val"] == f"val: {verb} 0 samples; skipped {{'no_captions': 1}}"
+    assert "000001.npy: features contains NaN/inf" in real.err and "M000001.txt:2: empty time span" in real.err
+    train = load_index(str(tmp_path / "out" / "train"))
+    assert train.total == 3 and train.extra["skipped"] == {"nonfinite_motion": 1, "caption_line": 1}
+    assert any("000001.npy" in line for line in train.extra["skip_lines"])
 
 
 def test_keys_are_cleaned_to_the_schema_charset():

@@ -10,8 +10,11 @@ from shards.reader import iter_decoded
 from motion.skeleton import JOINT_NAMES
 from tools import convert_kitml
 
-# An MMM T-pose in millimetres, Y up, facing +Z: right-side joints at -X (HumanML3D's KIT processing
-# uses r_hip = 11, l_hip = 16, r_shoulder = 5, l_shoulder = 8).
+# The MMM joint order as published with KIT-ML (language2pose's joint list): written out here, not
+# taken from the converter, so that a wrong order there fails these tests.
+PUBLISHED_ORDER = ("root", "BP", "BT", "BLN", "BUN", "LS", "LE", "LW", "RS", "RE", "RW",
+                   "LH", "LK", "LA", "LMrot", "LF", "RH", "RK", "RA", "RMrot", "RF")
+# An MMM T-pose in millimetres, Y up, facing +Z: the left side at +X.
 REST = {"root": (0, 1000, 0), "BP": (0, 1100, 0), "BT": (0, 1250, 0), "BLN": (0, 1450, 0), "BUN": (0, 1600, 0),
         "RS": (-180, 1420, 0), "RE": (-450, 1420, 0), "RW": (-700, 1420, 0),
         "LS": (180, 1420, 0), "LE": (450, 1420, 0), "LW": (700, 1420, 0),
@@ -22,7 +25,7 @@ REST = {"root": (0, 1000, 0), "BP": (0, 1100, 0), "BT": (0, 1250, 0), "BLN": (0,
 def kit_walk(n_frames: int, seed: int = 0) -> np.ndarray:
     """(T, 21, 3) mm: the T-pose moving forward at 1 m/s (12.5 fps) with bending knees."""
     rng = np.random.default_rng(seed)
-    rest = np.array([REST[n] for n in KIT_JOINT_NAMES], dtype=np.float64)
+    rest = np.array([REST[n] for n in PUBLISHED_ORDER], dtype=np.float64)
     t = np.arange(n_frames) / 12.5
     out = np.repeat(rest[None], n_frames, axis=0)
     out[:, :, 2] += 1000.0 * t[:, None]
@@ -53,9 +56,10 @@ TEXTS = {"00001": "a person walks forward#a/DET person/NOUN walk/VERB forward/AD
 
 
 def test_mapping_takes_named_joints_and_interpolates_missing_ones():
+    assert KIT_JOINT_NAMES == PUBLISHED_ORDER
     kit = np.random.default_rng(0).normal(size=(3, 21, 3))
     smpl = kit_to_smpl22(kit)
-    name = {n: i for i, n in enumerate(KIT_JOINT_NAMES)}
+    name = {n: i for i, n in enumerate(PUBLISHED_ORDER)}
     for ours, theirs in [("pelvis", "root"), ("left_hip", "LH"), ("right_knee", "RK"), ("left_foot", "LMrot"),
                          ("neck", "BLN"), ("head", "BUN"), ("right_wrist", "RW"), ("left_shoulder", "LS")]:
         np.testing.assert_array_equal(smpl[:, JOINT_NAMES.index(ours)], kit[:, name[theirs]])
@@ -70,9 +74,9 @@ def test_convert_resamples_to_20fps_and_keeps_sides(tmp_path):
     root = write_kitml(tmp_path / "KIT-ML", {"00001": 50, "M00001": 50, "00002": 25}, TEXTS,
                        {"train": ["00001", "M00001"], "test": ["00002"]})
     out = tmp_path / "shards"
-    indices = write_dataset({s: kitml_samples(root, s, with_joints=True) for s in ("train", "test")}, str(out),
+    reports = write_dataset({s: kitml_samples(root, s, with_joints=True) for s in ("train", "test")}, str(out),
                             dataset="kitml", length_filter=None)
-    assert {s: i.total for s, i in indices.items()} == {"train": 2, "test": 1}
+    assert {s: r.converted for s, r in reports.items()} == {"train": 2, "test": 1}
     samples = {s["key"]: s for s in iter_decoded(sorted(str(p) for p in out.glob("*/*.tar")))}
     # 50 frames at 12.5 fps span 3.92 s -> 79 frames at 20 fps (t = 0, 0.05, ..., 3.9) -> 78 feature frames
     assert samples["kitml/00001"]["motion"].shape == (78, 263)
@@ -97,3 +101,26 @@ def test_missing_joints_names_the_251d_limitation(tmp_path, capsys):
     assert convert_kitml.main([str(root), "-o", str(tmp_path / "out"), "--splits", "test"]) == 1
     err = capsys.readouterr().err
     assert "new_joints/00001.npy: missing" in err and "251-d" in err
+
+
+def test_raising_the_left_arm_moves_the_left_wrist(tmp_path):
+    """A KIT-order motion whose joint 7 (LW in the published list) rises: after conversion the
+    canonical skeleton's LEFT wrist rises and the right one stays (KIT's sides as published)."""
+    n = 40
+    joints = kit_walk(n, seed=3)
+    joints[:, :, 2] -= 1000.0 * (np.arange(n) / 12.5)[:, None]        # stand in place
+    lift = np.linspace(0.0, 600.0, n)
+    joints[:, 7, 1] += lift                                            # LW up, then LE half as much
+    joints[:, 6, 1] += lift / 2
+    root = tmp_path / "KIT-ML"
+    for sub in ("new_joints", "texts"):
+        (root / sub).mkdir(parents=True)
+    np.save(root / "new_joints" / "00001.npy", joints.astype(np.float32))
+    (root / "texts" / "00001.txt").write_text("a person raises the left arm#a/DET person/NOUN#0.0#0.0\n")
+    (root / "test.txt").write_text("00001\n")
+    sample = next(s for s in kitml_samples(root, "test", with_joints=True))
+    canonical = sample["joints"]
+    left, right = canonical[:, JOINT_NAMES.index("left_wrist")], canonical[:, JOINT_NAMES.index("right_wrist")]
+    assert left[-1, 1] - left[0, 1] > 0.4                              # metres
+    assert abs(right[-1, 1] - right[0, 1]) < 0.05
+    assert (left[:, 0] > right[:, 0]).all()                            # canonical frame: left at +X

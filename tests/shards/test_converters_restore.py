@@ -73,23 +73,25 @@ def test_grouping_gives_absolute_times_and_one_split_per_source(restore):
     assert counter == {"humanact12_segment": 1, "segment_in_no_split": 1}
     assert {p: s.split for p, s in sources.items()} == {KIT: "test", HDM: "train", TOTAL: "val", TRANS: "test"}
     kit = sources[KIT]
-    assert [(g.id, g.start, g.end) for g in kit.segments] == [("000000", 0.0, 3.0), ("000001", 5.0, 8.0),
-                                                               ("000004", 0.0, 9.0)]
-    assert kit.segments[1].captions == [{"text": "a person kicks", "start": 5.5, "end": 7.0},
-                                        {"text": "someone kicks with the left leg", "start": 5.0, "end": 8.0}]
-    # HDM05 lost its first 3 s in HumanML3D: frames [0, 40) are 3.0 .. 5.0 s of the source
-    assert [(g.start, g.end) for g in sources[HDM].segments] == [(3.0, 5.0)]
-    assert [(g.start, g.end) for g in sources[TOTAL].segments] == [(1.5, 3.5)]
-    assert [(g.start, g.end) for g in sources[TRANS].segments] == [(0.5, 1.5)]
+    assert [(g.id, g.first, g.last) for g in kit.segments] == [("000000", 0, 60), ("000001", 100, 160),
+                                                                ("000004", 0, 180)]
+    assert kit.segments[1].captions == [{"text": "a person kicks", "start": 0.5, "end": 2.0},
+                                        {"text": "someone kicks with the left leg", "start": None, "end": None}]
+    # a 60 fps source: HumanML3D's frames last 1/20 s. HDM05 lost its first 3 s (60 frames) in
+    # HumanML3D: frames [0, 40) are 3.0 .. 5.0 s of the source
+    assert [g.span(1 / 20, 200) for g in kit.segments] == [(0.0, 3.0), (5.0, 8.0), (0.0, 9.0)]
+    assert [g.span(1 / 20, 200) for g in sources[HDM].segments] == [(3.0, 5.0)]
+    assert [g.span(1 / 20, 200) for g in sources[TOTAL].segments] == [(1.5, 3.5)]
+    assert [g.span(1 / 20, 200) for g in sources[TRANS].segments] == [(0.5, 1.5)]
 
 
 def test_convert_restore_no_leak_mirrored_and_80_percent_rule(restore, tmp_path):
     sources = group_sources(restore["h3d"])
     by_split = {s: [src for src in sources if src.split == s] for s in ("train", "val", "test")}
     out = tmp_path / "out"
-    indices = write_dataset({s: restore_samples(v, restore["amass"], restore["models"]) for s, v in by_split.items()},
+    reports = write_dataset({s: restore_samples(v, restore["amass"], restore["models"]) for s, v in by_split.items()},
                             str(out), dataset="humanml3d_restore")
-    assert {s: i.total for s, i in indices.items()} == {"train": 2, "val": 2, "test": 4}
+    assert {s: r.converted for s, r in reports.items()} == {"train": 2, "val": 2, "test": 4}
     split_of_source: dict[str, set] = {}
     samples = {}
     for split in ("train", "val", "test"):
@@ -120,6 +122,64 @@ def test_cli_writes_splits(restore, tmp_path, capsys):
     assert convert_restore.main([str(restore["h3d"]), "--amass-root", str(restore["amass"]), "--body-model-dir",
                                  str(restore["models"]), "-o", str(out), "--no-mirror"]) == 0
     printed = capsys.readouterr().out
-    assert "train: 1 samples" in printed and "val: 1 samples" in printed and "test: 2 samples" in printed
+    assert "train: converted 1 samples" in printed and "val: converted 1 samples" in printed
+    assert "test: converted 2 samples" in printed
     index = (out / "test" / "shards.json").read_text()
     assert '"humanact12_segment": 1' in index
+
+
+# index.csv as published: its header and rows copied verbatim (HumanAct12 rows end at -1), and the
+# rows of clips whose sources run at 250 fps (Eyes_Japan) and 59.99999 fps (SSM_synced)
+PUBLISHED_INDEX = """source_path,start_frame,end_frame,new_name
+./pose_data/humanact12/humanact12/P11G01R02F1812T1847A0402.npy,0,-1,000001.npy
+./pose_data/Eyes_Japan_Dataset/hamada/walk-10-turn left-hamada_poses.npy,268,468,000650.npy
+./pose_data/SSM_synced/20160330_03333/punch_kick_sync_poses.npy,0,158,000162.npy
+"""
+
+
+def test_published_index_rows_and_frame_timing(tmp_path):
+    """The published index.csv reads unchanged (the -1 row is HumanAct12's, left out and counted),
+    and clip times follow HumanML3D's int(fps / 20) striding: a 250 fps source's frames last
+    0.048 s, a 59.99999 fps source's 1/30 s (frame / 20 would place them 4% and 50% too late)."""
+    from shards.converters.restore import frame_seconds, read_index, source_sample
+
+    root = tmp_path / "HumanML3D"
+    (root / "texts").mkdir(parents=True)
+    (root / "index.csv").write_text(PUBLISHED_INDEX)
+    for clip, text in (("000650", "a person walks and turns left#a/DET#0.0#0.0\n"),
+                       ("000162", "a person punches#a/DET#0.0#0.0\nthen kicks#a/DET#2.0#4.0\n")):
+        (root / "texts" / f"{clip}.txt").write_text(text)
+    (root / "train.txt").write_text("000001\n000650\n000162\n")
+    for split in ("val", "test"):
+        (root / f"{split}.txt").write_text("")
+    assert read_index(root / "index.csv")["000001"][2] == -1
+    counter = Counter()
+    sources = {s.path.split("/")[2]: s for s in group_sources(root, counter=counter)}
+    assert counter == {"humanact12_segment": 1} and sorted(sources) == ["Eyes_Japan_Dataset", "SSM_synced"]
+    assert frame_seconds(250.0) == pytest.approx(0.048) and frame_seconds(59.99999) == pytest.approx(1 / 30, 1e-6)
+    assert frame_seconds(120.0) == pytest.approx(1 / 20)
+
+    eyes = source_sample(sources["Eyes_Japan_Dataset"], np.zeros((800, 263)), 250.0, 700)
+    (moment,) = eyes["meta"]["moments"]
+    assert (moment["start"], moment["end"]) == pytest.approx((15.744, 25.344))   # (60 + 268) * 0.048 ...
+    ssm = source_sample(sources["SSM_synced"], np.zeros((200, 263)), 59.99999, 300)
+    times = [t for m in ssm["meta"]["moments"] for t in (m["start"], m["end"])]
+    assert times == pytest.approx([0.0, 5.2667, 1.3333, 2.6667], abs=1e-4)    # 158 frames x 1/30 s ...
+
+
+def test_split_files_and_bad_rows_are_counted(restore, tmp_path):
+    from shards.converters.restore import read_split_files
+
+    lists = tmp_path / "splits"
+    lists.mkdir()
+    (lists / "train.txt").write_text("KIT/3/walk_poses.npz\n./pose_data/MPI_HDM05/dg/HDM_dg_01_poses.npy\n")
+    (lists / "val.txt").write_text("")
+    (lists / "test.txt").write_text("TotalCapture/s1/acting1_poses\n")
+    index = tmp_path / "index.csv"
+    rows = (restore["h3d"] / "index.csv").read_text() + "./pose_data/KIT/3/walk_poses.npy,50,20,000009.npy\n"
+    index.write_text(rows)
+    counter = Counter()
+    sources = group_sources(restore["h3d"], index, counter=counter, split_files=read_split_files(lists))
+    assert {s.path: s.split for s in sources} == {KIT: "train", HDM: "train", TOTAL: "test"}
+    assert counter == {"humanact12_segment": 1, "segment_in_no_split": 1, "index_row_empty_span": 1,
+                       "source_in_no_split_file": 1}
