@@ -180,6 +180,10 @@ class TrimoModelConfig:
     use_localization: bool = True      # build and train the localization head
     retrieval_weight: float = 1.0      # weight of the retrieval loss in the joint loss
     localization_weight: float = 1.0   # weight of the localization loss in the joint loss
+    # The 263-d feature definition the model reads ("trimo" | "humanml3d", the shard index's
+    # motion_features); "" = taken from the training data when training starts. Saved with every
+    # checkpoint and export; training and evaluation refuse data of another definition.
+    motion_features: str = ""
 
 
 # ================================================================ a training experiment

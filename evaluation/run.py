@@ -207,6 +207,9 @@ def evaluate(model: torch.nn.Module, tokenizer, embedder, *, retrieval: Retrieva
     opts = opts or EvalOptions()
     if retrieval is None and localization is None:
         raise ValueError("nothing to evaluate: give a retrieval and/or a localization test set")
+    for data in (retrieval, localization):   # the model reads one 263-d feature definition
+        if data is not None and data.index is not None:
+            data.index.require_motion_features(model.cfg.motion_features, "the model reads")
     enc = Encoder(model, tokenizer, max_tokens, opts.batch_size, device, progress)
     report: dict[str, Any] = {"sentence_model": sentence_model, "options": asdict(opts)}
     plots: list[str] = []

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from shards.reader import ShardDataset, ShardLoader
-from shards.schema import moment_in_crop
+from shards.schema import ShardIndex, moment_in_crop
 
 
 @dataclass
@@ -34,6 +34,7 @@ class RetrievalSet:
     split: str | None = None
     reader_options: dict[str, Any] = field(default_factory=dict)
     video: dict[str, Any] | None = None
+    index: ShardIndex | None = None     # the shard set's index (motion_features, statistics)
 
 
 @dataclass
@@ -48,18 +49,22 @@ class LocalizationSet:
     motion: list[int] = field(default_factory=list)
     spans: list[tuple[float, float]] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
+    index: ShardIndex | None = None     # the shard set's index (motion_features, statistics)
 
     def duration(self, m: int) -> float:
         return len(self.motions[m]) / self.fps[m]
 
 
-def _iter_samples(shards: str, skipped: dict[str, int] | None = None, split: str | None = None, **kw):
+def _iter_samples(shards: str, skipped: dict[str, int] | None = None, split: str | None = None, out=None, **kw):
     """Every sample of a shard set once, in index order (evaluation mode: first caption), keeping
-    only `meta.split == split` when given; the reader's skip counts are added to `skipped`."""
+    only `meta.split == split` when given; the reader's skip counts are added to `skipped`, and
+    the set's index is put in `out.index`."""
     if not shards.startswith(("pipe:", "http:", "https:")) and "{" not in shards and not Path(shards).exists():
         raise FileNotFoundError(f"shard set {shards!r} does not exist; pass the folder holding shards.json "
                                 "or the shards.json file")
     ds = ShardDataset(shards, training=False, rank=0, world_size=1, fill_skipped=False, uneven="pad", split=split, **kw)
+    if out is not None:
+        out.index = ds.index
     loader = ShardLoader(ds, batch_size=64, num_workers=0, collate_fn=list)
     for batch in loader:
         yield from (s for s in batch if not s.get("repeat"))
@@ -73,7 +78,7 @@ def read_retrieval_set(shards: str, *, load_video: bool = True, min_frames: int 
     options = {"min_frames": min_frames, "max_frames": max_frames}
     out = RetrievalSet(source=shards, reader_options=options, split=split,
                        video={"num_video_frames": video_frames, "video_size": video_size} if load_video else None)
-    for s in _iter_samples(shards, out.skipped, split, load_video=False, **options):
+    for s in _iter_samples(shards, out.skipped, split, out, load_video=False, **options):
         if not s["text"]:
             out.skipped["no_caption"] = out.skipped.get("no_caption", 0) + 1
             continue
@@ -101,7 +106,7 @@ def iter_videos(data: RetrievalSet):
 def read_localization_set(shards: str, *, min_frames: int | None = None, max_frames: int | None = None,
                           split: str | None = None) -> LocalizationSet:
     out = LocalizationSet()
-    for s in _iter_samples(shards, out.skipped, split, load_video=False, min_frames=min_frames, max_frames=max_frames,
+    for s in _iter_samples(shards, out.skipped, split, out, load_video=False, min_frames=min_frames, max_frames=max_frames,
                            crop_to_caption=False):
         fps = float(s["meta"]["fps"])
         offset, duration = s["span"][0] / fps, len(s["motion"]) / fps

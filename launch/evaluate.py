@@ -19,6 +19,7 @@ from configs.schema import EvalOptions
 from evaluation.report import write_report
 from evaluation.run import evaluate
 from evaluation.sets import read_localization_set, read_retrieval_set
+from shards.schema import ShardError
 from trainer.export import load_model
 
 DEFAULTS = EvalOptions()
@@ -89,9 +90,12 @@ def main(argv: list[str] | None = None) -> int:
                        num_plots=args.num_plots)
     print(f"sentence-embedding model: {sentence_model}")
     print(f"thresholds on (cos+1)/2: all-threshold {opts.threshold}, assigned {opts.assigned_threshold}")
-    report = evaluate(model, tokenizer, CaptionEmbedder(sentence_model), retrieval=retrieval,
-                      localization=localization, opts=opts, sentence_model=sentence_model, device=args.device,
-                      max_tokens=cfg.model.retrieval.text.max_tokens, plot_dir=Path(args.out) / "plots")
+    try:
+        report = evaluate(model, tokenizer, CaptionEmbedder(sentence_model), retrieval=retrieval,
+                          localization=localization, opts=opts, sentence_model=sentence_model, device=args.device,
+                          max_tokens=cfg.model.retrieval.text.max_tokens, plot_dir=Path(args.out) / "plots")
+    except ShardError as err:
+        sys.exit(f"evaluate: {err}")
     report["model"] = str(args.model)
     json_path, md_path = write_report(report, args.out)
     print(md_path.read_text(encoding="utf-8"))

@@ -45,6 +45,11 @@ from motion.skeleton import (
 
 FEATURE_DIM = 263
 FEATURE_FPS = 20.0
+# Which definition of the 263 numbers a motion follows. "trimo": `joints_to_features` (rotation
+# block from shortest arcs in the parent's frame, wrapped root angular velocity); "humanml3d":
+# HumanML3D's released extraction (`new_joint_vecs`). Data and models record theirs; the trainer
+# and evaluation refuse to combine two.
+MOTION_FEATURES = ("trimo", "humanml3d")
 HUMANML3D_FACING_SIGMA = 20.0
 FEATURE_GROUPS: dict[str, slice] = {
     "root_rot_vel": slice(0, 1),

@@ -21,7 +21,8 @@ ignored by the reader and never decoded, so pickles such as `.pyd` / `.pickle` a
   Keys: letters, digits, `_`, `-` and `/` (no dots: WebDataset splits the member name at the
   first dot); mirrored clips carry an `M` prefix on the last path part.
 
-The index `shards.json` beside the shards (`ShardIndex`) records the schema version, per-shard
+The index `shards.json` beside the shards (`ShardIndex`) records the schema version, which 263-d
+feature definition the motions follow (`motion_features`: "trimo" or "humanml3d"), per-shard
 sample counts (in all and per meta.split), bytes and frames, the feature statistics
 (motion.features.FeatureStats, inline as lists, so the index alone gives normalization), and the
 command that wrote the set.
@@ -38,8 +39,11 @@ from typing import Any
 
 import numpy as np
 
+from motion.features import MOTION_FEATURES
+
 SCHEMA_NAME = "trimo-shards"
-# 2: meta.texts[].events hold sentences with the subject (version 1: phrases without it).
+# 2: meta.texts[].events hold sentences with the subject (version 1: phrases without it), and
+# the index says which feature definition the motions follow (`motion_features`).
 SCHEMA_VERSION = 2
 FEATURE_DIM = 263
 NUM_JOINTS = 22
@@ -264,6 +268,7 @@ class ShardIndex:
     created: str = ""
     schema: str = SCHEMA_NAME
     schema_version: int = SCHEMA_VERSION
+    motion_features: str = "trimo"        # which 263-d definition motion.npy follows (MOTION_FEATURES)
     extra: dict[str, Any] = field(default_factory=dict)
     location: str | None = field(default=None, compare=False)
 
@@ -299,8 +304,22 @@ class ShardIndex:
         if any(s.splits and (min(s.splits.values()) < 0 or sum(s.splits.values()) != s.count) for s in shards):
             raise ShardError(f"{where}: a shard's per-split counts must be non-negative and add up to its count",
                              "bad_index")
+        features = data.get("motion_features")
+        if features not in MOTION_FEATURES:
+            raise ShardError(f"{where}: motion_features={features!r} must be one of {MOTION_FEATURES} (which "
+                             "263-d definition the motions follow); rewrite the shards", "bad_index")
         return cls(shards=shards, command=data.get("command", ""), feature_stats=data.get("feature_stats"),
-                   created=data.get("created", ""), extra=data.get("extra", {}), location=location)
+                   created=data.get("created", ""), motion_features=features, extra=data.get("extra", {}),
+                   location=location)
+
+    def require_motion_features(self, expected: str, user: str) -> None:
+        """Raise (naming both and the fix) unless this set's motions follow `expected` ("" = any)."""
+        if expected and self.motion_features != expected:
+            redo = "released" if expected == "humanml3d" else "trimo"
+            raise ShardError(f"{self.location or 'shard set'} holds {self.motion_features!r} motion features but "
+                             f"{user} {expected!r} ones; write the data with {expected!r} features "
+                             f"(HumanML3D: trimo-convert-humanml3d --features {redo}) or train a model on "
+                             f"{self.motion_features!r} data", "motion_features")
 
     def stats(self):
         """The stored feature statistics as a motion.features.FeatureStats (None if absent)."""

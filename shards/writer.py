@@ -25,19 +25,23 @@ from typing import Any
 
 import webdataset as wds
 
-from shards.schema import INDEX_NAME, ShardEntry, ShardError, ShardIndex, encode_sample, stats_to_json
+from shards.schema import INDEX_NAME, MOTION_FEATURES, ShardEntry, ShardError, ShardIndex, encode_sample, stats_to_json
 
 
 def write_shards(items: Iterable[Any], out_dir: str, *, convert: Callable[[Any], dict | None] | None = None,
                  num_workers: int = 0, maxcount: int = 1000, maxsize: float = 1e9,
                  pattern: str = "shard-%06d.tar", stats_convention: str | None = "per_dim",
-                 stats_name: str = "", command: str | None = None, extra: dict | None = None) -> ShardIndex:
+                 stats_name: str = "", command: str | None = None, extra: dict | None = None,
+                 motion_features: str = "trimo") -> ShardIndex:
     """Write `items` (sample dicts, or anything `convert` turns into one) as shards in `out_dir`.
 
     A sample dict is {key, motion (T, 263), meta, joints? (T, 22, 3), video? (mp4 bytes)}.
     `convert` must be picklable (a module-level function) when `num_workers > 0`.
+    `motion_features` names the 263-d definition the motions follow (motion.features.MOTION_FEATURES).
     Returns the index, also saved as `out_dir/shards.json`.
     """
+    if motion_features not in MOTION_FEATURES:
+        raise ShardError(f"motion_features={motion_features!r} must be one of {MOTION_FEATURES}")
     if "%" not in pattern or "/" in pattern:
         raise ShardError(f"shard pattern {pattern!r} must be a file name with a %d-style field, e.g. 'shard-%06d.tar'")
     os.makedirs(out_dir, exist_ok=True)
@@ -77,7 +81,7 @@ def write_shards(items: Iterable[Any], out_dir: str, *, convert: Callable[[Any],
         raise ShardError(f"no samples to write to {out_dir}; check the converter's input")
 
     index = ShardIndex(shards=entries, command=command if command is not None else _this_command(),
-                       created=datetime.now(timezone.utc).isoformat(timespec="seconds"), extra=dict(extra or {}))
+                       created=datetime.now(timezone.utc).isoformat(timespec="seconds"), motion_features=motion_features, extra=dict(extra or {}))
     if stats_convention is not None:
         index.feature_stats = stats_to_json(compute_feature_stats(
             [os.path.join(out_dir, e.name) for e in entries], convention=stats_convention, name=stats_name))

@@ -35,6 +35,20 @@ def shard_dataset(set_cfg, what: str, seed: int, rank: int, world: int, training
         raise ShardError(f"data.{what}: {err}", err.reason) from None
 
 
+def agree_on_motion_features(cfg, datasets: dict[str, ShardDataset]) -> str:
+    """The 263-d feature definition of the training and validation sets, which must be one, and the
+    model's (cfg.model.motion_features, set here on a new run); raises ShardError naming both."""
+    indices = [ds.index for ds in datasets.values()]
+    indices += [load_index(path) for path in (cfg.validation.retrieval_index, cfg.validation.localization_index)
+                if path and cfg.validation.every]
+    expected = cfg.model.motion_features or indices[0].motion_features
+    user = "the model reads" if cfg.model.motion_features else f"{indices[0].location} holds"
+    for index in indices:
+        index.require_motion_features(expected, user)
+    cfg.model.motion_features = expected
+    return expected
+
+
 def build_datasets(cfg, rank: int, world: int) -> dict[str, ShardDataset]:
     out = {}
     rcfg = cfg.model.retrieval

@@ -125,7 +125,7 @@ def _fill_deepspeed_config(accelerator, cfg: ExperimentConfig, micro_batch: int)
 class Trainer:
     def __init__(self, cfg: ExperimentConfig, resume: str | None = None, callback: Callback | None = None):
         """Build everything on this rank; `resume`: latest | best | a checkpoint directory."""
-        from trainer.build import build_datasets, build_model
+        from trainer.build import agree_on_motion_features, build_datasets, build_model
 
         self.cfg = cfg
         self.callback = callback or Callback()
@@ -147,6 +147,7 @@ class Trainer:
         self.tasks = tuple(t for t, on in (("retrieval", cfg.model.use_retrieval),
                                            ("localization", cfg.model.use_localization)) if on)
         datasets = build_datasets(cfg, self.rank, self.world)
+        agree_on_motion_features(cfg, datasets)   # recorded in the model's config, so in every export
         self.streams = {t: TaskStream(datasets[t], getattr(cfg.data, t).batch_size, cfg.data.num_workers,
                                       cfg.run.seed) for t in self.tasks}
         # the retrieval set's statistics (the localization set's in a localization-only run)

@@ -203,11 +203,13 @@ class SplitReport:
 def write_dataset(samples_by_split: Mapping[str, Iterable[dict | Skipped]], out_dir: str, *, dataset: str,
                   length_filter: LengthFilter | None = None, stats_split: str = "train",
                   stats_convention: str = "per_dim", maxcount: int = 1000, command: str | None = None,
-                  extra: dict | None = None, dry_run: bool = False) -> dict[str, SplitReport]:
+                  extra: dict | None = None, dry_run: bool = False,
+                  motion_features: str = "trimo") -> dict[str, SplitReport]:
     """Write each split to `out_dir/<split>/` (the stats split first) and report on each.
 
     A split whose samples are all filtered out or skipped is not written (its report says why);
-    `dry_run` goes through every sample, filters and skips included, and writes nothing.
+    `dry_run` goes through every sample, filters and skips included, and writes nothing;
+    `motion_features` is recorded in every index (which 263-d definition the motions follow).
     """
     order = sorted(samples_by_split, key=lambda s: s != stats_split)
     reports: dict[str, SplitReport] = {}
@@ -225,7 +227,7 @@ def write_dataset(samples_by_split: Mapping[str, Iterable[dict | Skipped]], out_
         info = {"dataset": dataset, "split": split, "stats_split": stats_split,
                 "length_filter": asdict(length_filter) if length_filter else None, **(extra or {})}
         index = write_shards(_chain(first, samples), split_dir, maxcount=maxcount, stats_convention=None,
-                             command=command, extra=info)
+                             command=command, extra=info, motion_features=motion_features)
         report.converted = index.total
         index.extra.update(dropped=dict(report.dropped), skipped=dict(report.skipped), skip_lines=report.skip_lines)
         if split == stats_split:

@@ -288,3 +288,28 @@ def test_pyramid_baseline_needs_no_localization_head(model, tokenizer, shard_set
     for protocol in ("normal", "assigned"):
         assert pyramid[protocol] == pytest.approx(reference[protocol])
     assert without["localization"]["n_queries"] == len(localization.texts)
+
+
+def test_a_model_is_refused_data_of_another_feature_definition(model, tokenizer, shard_sets, tmp_path):
+    """A model trained on "trimo" features and a set of HumanML3D's released ones: evaluation stops
+    with a message naming both; the same definition evaluates."""
+    import json
+    import shutil
+
+    from shards.schema import ShardError
+
+    released = tmp_path / "released"
+    shutil.copytree(shard_sets[0], released)
+    index = json.loads((released / "shards.json").read_text())
+    (released / "shards.json").write_text(json.dumps(dict(index, motion_features="humanml3d")))
+    model.cfg.motion_features = "trimo"
+    try:
+        opts = EvalOptions(pyramid=False, corpus=False)
+        with pytest.raises(ShardError, match="holds 'humanml3d' motion features but the model reads 'trimo' ones"):
+            evaluate(model, tokenizer, lambda t: np.eye(len(t)), retrieval=read_retrieval_set(str(released),
+                     load_video=False), opts=opts, progress=False)
+        report = evaluate(model, tokenizer, lambda t: np.eye(len(t)),
+                          retrieval=read_retrieval_set(shard_sets[0], load_video=False), opts=opts, progress=False)
+        assert report["retrieval"]["n_items"] == len(CAPTIONS)
+    finally:
+        model.cfg.motion_features = ""

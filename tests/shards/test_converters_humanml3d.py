@@ -123,3 +123,24 @@ def test_keys_are_cleaned_to_the_schema_charset():
     assert mirrored_key("babel/KIT/3/x") == "babel/KIT/3/Mx" and mirrored_key("x") == "Mx"
     with pytest.raises(ValueError, match="no letters or digits"):
         clean_key("..", "/")
+
+
+def test_features_released_or_recomputed_and_recorded(h3d, tmp_path):
+    """--features released keeps new_joint_vecs and records "humanml3d"; --features trimo recomputes
+    them from new_joints like every trimo source and records "trimo"."""
+    from motion.features import joints_to_features
+    from motion.importers.common import ImportedMotion
+
+    for choice, recorded in (("released", "humanml3d"), ("trimo", "trimo")):
+        out = tmp_path / choice
+        assert convert_humanml3d.main([str(h3d), "-o", str(out), "--splits", "test", "--features", choice]) == 0
+        assert load_index(str(out / "test")).motion_features == recorded
+        (sample,) = by_key(out / "test").values()
+        if choice == "released":
+            np.testing.assert_array_equal(sample["motion"], np.load(h3d / "new_joint_vecs" / "000004.npy"))
+        else:
+            joints = ImportedMotion(np.load(h3d / "new_joints" / "000004.npy"), 20.0, "x").to_canonical()
+            np.testing.assert_allclose(sample["motion"], joints_to_features(joints), atol=1e-6)
+    (h3d / "new_joints" / "000004.npy").unlink()
+    assert convert_humanml3d.main([str(h3d), "-o", str(tmp_path / "no_joints"), "--splits", "test",
+                                   "--features", "trimo"]) == 1          # skipped (no_joints): nothing converted

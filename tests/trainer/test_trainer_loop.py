@@ -143,3 +143,27 @@ def test_missing_shards_say_how_to_build_the_demo(data, capsys, tmp_path):
     assert "fewer than the batch size 64" in capsys.readouterr().err
     assert main(["--config", str(REPO / "configs" / "tiny_test.yaml"), "optim.lrr=1"]) == 2
     assert "did you mean 'optim.lr'" in capsys.readouterr().err
+
+
+def test_one_feature_definition_per_run_recorded_in_the_export(data, capsys, tmp_path):
+    """Shard sets of two 263-d definitions ("trimo" and "humanml3d") are refused together with a
+    message naming both; a run records its definition in the model config, so in the export."""
+    import json
+    import shutil
+
+    from configs.loading import load_run_config
+    from configs.schema import ExperimentConfig
+
+    root, overrides = data
+    released = tmp_path / "localization"
+    shutil.copytree(Path(overrides[1].split("=", 1)[1]).parent, released)
+    index = json.loads((released / "shards.json").read_text())
+    (released / "shards.json").write_text(json.dumps(dict(index, motion_features="humanml3d")))
+    base = ["--config", str(REPO / "configs" / "tiny_test.yaml"), "run.max_steps=1", *overrides]
+    assert main([*base, f"run.output_dir={tmp_path / 'mixed'}", f"data.localization.index={released}"]) == 2
+    err = capsys.readouterr().err
+    assert "holds 'humanml3d' motion features" in err and "'trimo' ones" in err and "--features" in err
+
+    assert main([*base, f"run.output_dir={tmp_path / 'run'}"]) == 0
+    exported = load_run_config(ExperimentConfig, tmp_path / "run" / "export")
+    assert exported.model.motion_features == "trimo"
