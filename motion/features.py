@@ -36,11 +36,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.ndimage import gaussian_filter1d
 
-from motion.rotations import qinv, qrot, quat_to_cont6d, quat_to_matrix, matrix_to_cont6d, yaw_quat
+from motion.rotations import (matrix_to_cont6d, qbetween, qinv, qmul, qrot, quat_to_cont6d, quat_to_matrix,
+                              yaw_quat)
 from motion.skeleton import (
-    DEFAULT_SKELETON, JOINT_NAMES, LEFT_FOOT_JOINTS, NUM_JOINTS, PARENTS, RIGHT_FOOT_JOINTS,
-    Skeleton, bone_lengths, facing_angles,
+    DEFAULT_SKELETON, JOINT_NAMES, KINEMATIC_CHAINS, L_HIP, L_SHOULDER, LEFT_FOOT_JOINTS, NUM_JOINTS, PARENTS,
+    R_HIP, R_SHOULDER, REST_DIRECTIONS, RIGHT_FOOT_JOINTS, Skeleton, bone_lengths, facing_angles,
 )
 
 FEATURE_DIM = 263
@@ -152,14 +154,21 @@ def canonicalize(joints, facing_sigma: float = 0.0, source: str = "joints") -> n
 # ----------------------------------------------------------------------------- features
 
 def joints_to_features(joints, feet_threshold: float = 0.002, contact_height: float | None = None,
-                       facing_sigma: float = HUMANML3D_FACING_SIGMA, source: str = "joints") -> np.ndarray:
+                       facing_sigma: float = HUMANML3D_FACING_SIGMA, source: str = "joints",
+                       definition: str = "trimo") -> np.ndarray:
     """Joint positions (T, 22, 3) at 20 fps, canonicalized -> float32 features (T-1, 263).
 
     Foot contact: squared frame-to-frame displacement < `feet_threshold` (m^2), as in the
     released code. `contact_height` (metres, default off like the released code) additionally
-    requires the joint to be below that height at frame t.
+    requires the joint to be below that height at frame t. `definition="humanml3d"` computes
+    HumanML3D's released features instead (`_humanml3d_features`; contact_height and
+    facing_sigma do not apply).
     """
     joints = check_joints(joints, source)
+    if definition == "humanml3d":
+        return _humanml3d_features(joints, feet_threshold)
+    if definition != "trimo":
+        raise MotionError(f"{source}: feature definition {definition!r} is not one of {MOTION_FEATURES}")
     heading = facing_angles(joints, facing_sigma)
     to_facing = qinv(yaw_quat(heading))  # world -> facing frame, per frame
 
@@ -187,6 +196,57 @@ def joints_to_features(joints, feet_threshold: float = 0.002, contact_height: fl
     features = np.concatenate([
         root_rot_vel[:, None], root_step[:, [0, 2]], root_y[:, None], ric.reshape(n, -1),
         rot6d.reshape(n, -1), local_vel.reshape(n, -1), contact.astype(np.float64),
+    ], axis=-1)
+    return features.astype(np.float32)
+
+
+def _humanml3d_features(joints: np.ndarray, feet_threshold: float) -> np.ndarray:
+    """HumanML3D's released feature extraction, step by step as its processing describes it, with
+    the quirks that make its rotation block and root angular velocity differ from trimo's:
+    - the clip is put on the floor, its first root at the XZ origin and turned so that its first
+      frame faces +Z (unsmoothed facing from hips and shoulders);
+    - its inverse kinematics takes each joint's rotation as the world-frame shortest arc from the
+      rest direction to the bone, relative to the chain's running rotation, and every chain
+      (both arms included) starts from the root's rotation, not from its parent joint's;
+    - the root rotation comes from a facing whose hip vector is reversed (its skeleton names the
+      face joints in another order than its processing), smoothed over time (sigma 20 frames),
+      and is the identity at frame 0;
+    - the root angular velocity is arcsin of the y part of the frame-to-frame root rotation, which
+      jumps when the heading crosses 180 degrees.
+    """
+    p = joints.copy()
+    p[..., 1] -= p[..., 1].min()
+    p -= p[0, 0] * np.array([1.0, 0.0, 1.0])
+    across = (p[0, R_HIP] - p[0, L_HIP]) + (p[0, R_SHOULDER] - p[0, L_SHOULDER])
+    forward = np.cross([0.0, 1.0, 0.0], across)
+    p = qrot(qbetween(forward, np.array([0.0, 0.0, 1.0])), p)
+    feet = list(FOOT_JOINTS)
+    contact = ((p[1:, feet] - p[:-1, feet]) ** 2).sum(-1) < feet_threshold
+
+    across = (p[:, L_HIP] - p[:, R_HIP]) + (p[:, R_SHOULDER] - p[:, L_SHOULDER])
+    across /= np.linalg.norm(across, axis=-1, keepdims=True)
+    forward = gaussian_filter1d(np.cross([0.0, 1.0, 0.0], across), HUMANML3D_FACING_SIGMA, axis=0, mode="nearest")
+    root = qbetween(forward, np.broadcast_to([0.0, 0.0, 1.0], forward.shape))   # world -> facing
+    root[0] = (1.0, 0.0, 0.0, 0.0)
+    local = np.zeros(p.shape[:2] + (4,))
+    local[:, 0] = root
+    for chain in KINEMATIC_CHAINS:
+        running = root
+        for parent, child in zip(chain[:-1], chain[1:]):
+            world = qbetween(np.broadcast_to(REST_DIRECTIONS[child], (len(p), 3)), p[:, child] - p[:, parent])
+            local[:, child] = qmul(qinv(running), world)
+            running = qmul(running, local[:, child])
+
+    root_turn = qmul(root[1:], qinv(root[:-1]))
+    root_step = qrot(root[1:], p[1:, 0] - p[:-1, 0])
+    centred = p - p[:, :1] * np.array([1.0, 0.0, 1.0])
+    ric = qrot(root[:, None], centred)
+    local_vel = qrot(root[:-1, None], p[1:] - p[:-1])
+    n = len(p) - 1
+    features = np.concatenate([
+        np.arcsin(np.clip(root_turn[:, 2:3], -1.0, 1.0)), root_step[:, [0, 2]], p[:-1, 0, 1:2],
+        ric[:-1, 1:].reshape(n, -1), quat_to_cont6d(local[:-1, 1:]).reshape(n, -1), local_vel.reshape(n, -1),
+        contact.astype(np.float64),
     ], axis=-1)
     return features.astype(np.float32)
 

@@ -37,9 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         return write_dataset(
             {split: babel_samples(split_items, args.amass_root, args.body_model_dir, gender=args.gender,
                                   with_joints=args.with_joints, mirror=args.mirror, num_workers=args.workers,
-                                  dry_run=args.dry_run)
+                                  dry_run=args.dry_run, definition=args.features)
              for split, split_items in items.items()},
-            args.out, dataset=DATASET, **write_options(args))
+            args.out, dataset=DATASET, motion_features=args.features, **write_options(args))
     return run_converter("convert_babel", write, args.out, args.dry_run)
 
 

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-events", action="store_true", help="do not decompose captions into events")
     parser.add_argument("--features", choices=tuple(MOTION_FEATURES_OF), default="released",
                         help="released: new_joint_vecs as shipped; trimo: recomputed from new_joints/ (see above)")
-    add_write_args(parser)
+    add_write_args(parser, features=False)
     args = parser.parse_args(argv)
     splits = [s for s in args.splits.split(",") if s]
     return run_converter("convert_humanml3d", lambda: write_dataset(

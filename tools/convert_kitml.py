@@ -27,8 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     splits = [s for s in args.splits.split(",") if s]
     return run_converter("convert_kitml", lambda: write_dataset(
         {s: kitml_samples(args.root, s, with_joints=args.with_joints, events=not args.no_events,
-                          source_fps=args.source_fps, num_workers=args.workers, dry_run=args.dry_run) for s in splits},
-        args.out, dataset=DATASET, extra={"skeleton_source": "kit-mmm-21 mapped to smpl-22"}, **write_options(args)),
+                          source_fps=args.source_fps, num_workers=args.workers, dry_run=args.dry_run,
+                          definition=args.features) for s in splits},
+        args.out, dataset=DATASET, extra={"skeleton_source": "kit-mmm-21 mapped to smpl-22"},
+        motion_features=args.features, **write_options(args)),
         args.out, args.dry_run)
 
 if __name__ == "__main__":

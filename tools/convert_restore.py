@@ -42,9 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         return write_dataset(
             {split: restore_samples(items, args.amass_root, args.body_model_dir, gender=args.gender,
                                     with_joints=args.with_joints, mirror=not args.no_mirror, num_workers=args.workers,
-                                    dry_run=args.dry_run)
+                                    dry_run=args.dry_run, definition=args.features)
              for split, items in by_split.items() if items},
-            args.out, dataset=DATASET, extra={"segments_left_out": dict(counter)}, **write_options(args))
+            args.out, dataset=DATASET, extra={"segments_left_out": dict(counter)}, motion_features=args.features,
+            **write_options(args))
     return run_converter("convert_restore", write, args.out, args.dry_run)
 
 

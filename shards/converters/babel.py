@@ -95,13 +95,13 @@ def find_amass_file(amass_root: str | Path, feat_p: str) -> Path:
 
 
 def _convert(item: tuple[str, str, dict], amass_root: str, body_model_dir: str, gender: str | None,
-             with_joints: bool, mirror: bool, dry_run: bool = False) -> list:
+             with_joints: bool, mirror: bool, dry_run: bool = False, definition: str = "trimo") -> list:
     split, sid, entry = item
     where = f"BABEL sequence {sid}"
     if "feat_p" not in entry:
         raise MotionImportError(f"{where}: no feat_p (AMASS path)", reason="no_feat_p")
     npz = find_amass_file(amass_root, entry["feat_p"])
-    features, joints = amass_motion(npz, body_model_dir, gender, dry_run=dry_run)
+    features, joints = amass_motion(npz, body_model_dir, gender, dry_run=dry_run, definition=definition)
     bad: list[str] = []
     moments = moments_of(entry["labels"], len(features) / FPS, where, bad)
     skipped = [Skipped("frame_label", line) for line in bad]
@@ -139,9 +139,9 @@ def babel_items(babel_dir: str | Path, val_fraction: float = 0.1, seed: int = 0,
 
 def babel_samples(items: list[tuple[str, str, dict]], amass_root: str | Path, body_model_dir: str | Path, *,
                   gender: str | None = None, with_joints: bool = False, mirror: bool = False,
-                  num_workers: int = 0, dry_run: bool = False) -> Iterator[dict]:
+                  num_workers: int = 0, dry_run: bool = False, definition: str = "trimo") -> Iterator[dict]:
     convert = partial(_convert, amass_root=str(amass_root), body_model_dir=str(body_model_dir), gender=gender,
-                      with_joints=with_joints, mirror=mirror, dry_run=dry_run)
+                      with_joints=with_joints, mirror=mirror, dry_run=dry_run, definition=definition)
     return convert_all(items, convert, num_workers)
 
 

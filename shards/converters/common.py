@@ -37,7 +37,7 @@ import numpy as np
 from motion.events import decompose
 from motion.importers.common import MotionImportError
 from motion.mirror import mirror_features, mirror_joints, swap_left_right
-from motion.features import MotionError, joints_to_features
+from motion.features import MOTION_FEATURES, MotionError, joints_to_features
 from configs.schema import MAX_FRAMES, MIN_FRAMES
 from shards.schema import ShardError, caption_frames, length_ok, stats_to_json
 from shards.writer import compute_feature_stats, write_shards
@@ -99,20 +99,22 @@ def make_sample(key: str, motion: np.ndarray, *, dataset: str, split: str, sourc
 
 
 def amass_motion(npz_path: str | Path, body_model_dir: str | Path, gender: str | None = None,
-                 dry_run: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-    """A whole AMASS sequence -> (features (T-1, 263), canonical joints (T, 22, 3)) at 20 fps, via smplx.
-    `dry_run`: the file is only checked, and the features are zeros of the right length."""
+                 dry_run: bool = False, definition: str = "trimo") -> tuple[np.ndarray, np.ndarray | None]:
+    """A whole AMASS sequence -> (features (T-1, 263) of `definition`, canonical joints (T, 22, 3))
+    at 20 fps, via smplx. `dry_run`: the file is only checked, and the features are zeros of the
+    right length."""
     from motion.importers.amass import frames_at, load_amass_npz, probe_amass_npz
 
     if dry_run:
         return np.zeros((frames_at(*probe_amass_npz(npz_path)) - 1, 263), np.float32), None
     motion = load_amass_npz(npz_path, body_model_dir, gender)
     joints = motion.to_canonical()
-    return joints_to_features(joints, source=str(npz_path)), joints
+    return joints_to_features(joints, source=str(npz_path), definition=definition), joints
 
 
 def mirror_sample(sample: dict, key: str | None = None) -> dict:
-    """The left/right mirrored copy: features and joints mirrored, captions and moments swapped."""
+    """The left/right mirrored copy: features and joints mirrored, captions and moments swapped
+    (the features of either definition mirror as features: tests/motion check both)."""
     meta = dict(sample["meta"], mirrored=True)
     meta["texts"] = [caption(swap_left_right(t["text"]), t["start"], t["end"], t["events"] is not None)
                      for t in meta["texts"]]
@@ -266,8 +268,15 @@ def _chain(first: dict, rest: Iterator[dict]) -> Iterator[dict]:
 
 # ----------------------------------------------------------------------------- CLI pieces
 
-def add_write_args(parser, min_frames: int | None = MIN_FRAMES, max_frames: int | None = MAX_FRAMES) -> None:
-    """The output options every tools/convert_<dataset>.py shares."""
+def add_write_args(parser, min_frames: int | None = MIN_FRAMES, max_frames: int | None = MAX_FRAMES,
+                   features: bool = True) -> None:
+    """The output options every tools/convert_<dataset>.py shares (`features`: add --features,
+    the 263-d definition computed from joints)."""
+    if features:
+        parser.add_argument("--features", choices=MOTION_FEATURES, default="trimo",
+                            help="263-d definition to compute: trimo (heading-invariant, exactly mirrorable; "
+                                 "mixes with every trimo source) or humanml3d (HumanML3D's released extraction, to "
+                                 "use with models trained on the released files); the index records it")
     parser.add_argument("-o", "--out", required=True, help="output folder; each split goes to OUT/<split>/")
     parser.add_argument("--min-frames", type=_optional_int, default=min_frames,
                         help="shortest caption span kept, in 20 fps feature frames "

@@ -86,16 +86,16 @@ def load_kit_joints(root: Path, sample_id: str) -> np.ndarray:
 
 def kitml_samples(root: str | Path, split: str, *, with_joints: bool = False, events: bool = True,
                   source_fps: float = KIT_FPS, dataset: str = DATASET, num_workers: int = 0,
-                  dry_run: bool = False) -> Iterator[dict | Skipped]:
+                  dry_run: bool = False, definition: str = "trimo") -> Iterator[dict | Skipped]:
     """Samples of `<root>/<split>.txt`: features recomputed at 20 fps from the mapped joints; an id
     without joints or captions is skipped with the reason."""
     convert = partial(_convert, root=str(root), split=split, with_joints=with_joints, events=events,
-                      source_fps=source_fps, dataset=dataset, dry_run=dry_run)
+                      source_fps=source_fps, dataset=dataset, dry_run=dry_run, definition=definition)
     return convert_all(read_split(root, split), convert, num_workers)
 
 
 def _convert(sample_id: str, root: str, split: str, with_joints: bool, events: bool, source_fps: float,
-             dataset: str, dry_run: bool) -> list:
+             dataset: str, dry_run: bool, definition: str) -> list:
     root = Path(root)
     joints = load_kit_joints(root, sample_id)
     text_path = root / "texts" / f"{sample_id}.txt"
@@ -109,7 +109,7 @@ def _convert(sample_id: str, root: str, split: str, with_joints: bool, events: b
         canonical, features = None, np.zeros((len(resample(joints[:, :1], source_fps, FPS, source)) - 1, 263))
     else:
         canonical = ImportedMotion(joints, source_fps, source).to_canonical()
-        features = joints_to_features(canonical, source=source)
+        features = joints_to_features(canonical, source=source, definition=definition)
     mirrored = sample_id.startswith("M")
     sample = make_sample(clean_key(dataset, sample_id), features, dataset=dataset, split=split,
                          source=sample_id[1:] if mirrored else sample_id, mirrored=mirrored, texts=texts,

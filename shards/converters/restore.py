@@ -217,10 +217,10 @@ def source_sample(source: Source, features, fps: float, strided_frames: int, joi
 
 
 def _convert(source: Source, amass_root: str, body_model_dir: str, gender: str | None,
-             with_joints: bool, mirror: bool, dry_run: bool = False) -> list[dict]:
+             with_joints: bool, mirror: bool, dry_run: bool = False, definition: str = "trimo") -> list[dict]:
     npz = _find(Path(amass_root), source)
     fps, frames = probe_amass_npz(npz)
-    features, joints = amass_motion(npz, body_model_dir, gender, dry_run=dry_run)
+    features, joints = amass_motion(npz, body_model_dir, gender, dry_run=dry_run, definition=definition)
     sample = source_sample(source, features, fps, -(-frames // int(fps / FPS)), joints if with_joints else None)
     if sample is None:
         return []
@@ -237,7 +237,7 @@ def _find(amass_root: Path, source: Source) -> Path:
 
 def restore_samples(sources: list[Source], amass_root: str | Path, body_model_dir: str | Path, *,
                     gender: str | None = None, with_joints: bool = False, mirror: bool = True,
-                    num_workers: int = 0, dry_run: bool = False) -> Iterator[dict]:
+                    num_workers: int = 0, dry_run: bool = False, definition: str = "trimo") -> Iterator[dict]:
     convert = partial(_convert, amass_root=str(amass_root), body_model_dir=str(body_model_dir), gender=gender,
-                      with_joints=with_joints, mirror=mirror, dry_run=dry_run)
+                      with_joints=with_joints, mirror=mirror, dry_run=dry_run, definition=definition)
     return convert_all(sources, convert, num_workers)

@@ -124,3 +124,19 @@ def test_raising_the_left_arm_moves_the_left_wrist(tmp_path):
     assert left[-1, 1] - left[0, 1] > 0.4                              # metres
     assert abs(right[-1, 1] - right[0, 1]) < 0.05
     assert (left[:, 0] > right[:, 0]).all()                            # canonical frame: left at +X
+
+
+def test_features_option_computes_and_records_the_definition(tmp_path):
+    """--features humanml3d: the released definition of the same joints, recorded in the index."""
+    from motion.features import joints_to_features
+    from shards.reader import load_index
+
+    root = write_kitml(tmp_path / "KIT-ML", {"00001": 30}, TEXTS, {"test": ["00001"]})
+    for definition in ("trimo", "humanml3d"):
+        out = tmp_path / definition
+        assert convert_kitml.main([str(root), "-o", str(out), "--splits", "test", "--with-joints",
+                                   "--features", definition]) == 0
+        assert load_index(str(out / "test")).motion_features == definition
+        (sample,) = iter_decoded(sorted(str(p) for p in (out / "test").glob("*.tar")))
+        np.testing.assert_allclose(sample["motion"], joints_to_features(sample["joints"], definition=definition),
+                                   atol=1e-3)   # the stored joints are float32

@@ -183,3 +183,4 @@ def test_split_files_and_bad_rows_are_counted(restore, tmp_path):
     assert {s.path: s.split for s in sources} == {KIT: "train", HDM: "train", TOTAL: "test"}
     assert counter == {"humanact12_segment": 1, "segment_in_no_split": 1, "index_row_empty_span": 1,
                        "source_in_no_split_file": 1}
+
