@@ -37,7 +37,7 @@ import numpy as np
 from motion.events import decompose
 from motion.importers.common import MotionImportError
 from motion.mirror import mirror_features, mirror_joints, swap_left_right
-from motion.features import MOTION_FEATURES, MotionError, joints_to_features
+from motion.features import MOTION_FEATURES, MotionError, features_to_joints, joints_to_features
 from configs.schema import MAX_FRAMES, MIN_FRAMES
 from shards.schema import ShardError, caption_frames, length_ok, stats_to_json
 from shards.writer import compute_feature_stats, write_shards
@@ -110,6 +110,18 @@ def amass_motion(npz_path: str | Path, body_model_dir: str | Path, gender: str |
     motion = load_amass_npz(npz_path, body_model_dir, gender)
     joints = motion.to_canonical()
     return joints_to_features(joints, source=str(npz_path), definition=definition), joints
+
+
+def refeature_sample(sample: dict, definition: str) -> dict:
+    """The sample with its features recomputed in another 263-d definition: from its stored
+    joints (T+1 frames: the same length) when it has them, else from `features_to_joints` of its
+    features (one frame shorter, and as exact as that reconstruction)."""
+    joints = sample.get("joints")
+    if joints is None or len(joints) != len(sample["motion"]) + 1:
+        joints = features_to_joints(sample["motion"].astype(np.float64))
+    motion = joints_to_features(joints, source=sample["key"], definition=definition)
+    meta = dict(sample["meta"], duration=len(motion) / float(sample["meta"]["fps"]))
+    return dict(sample, motion=motion, meta=meta)
 
 
 def mirror_sample(sample: dict, key: str | None = None) -> dict:
@@ -319,7 +331,7 @@ def run_converter(tool: str, write: Callable[[], dict[str, SplitReport]], out_di
     for split, report in reports.items():
         where = "" if dry_run or not report.converted else f" -> {os.path.join(out_dir, split)}"
         print(f"{split}: {verb} {report.converted} samples{where}"
-              + (f"; dropped {dict(report.dropped)}" if report.dropped else "")
+              + (f"; dropped {dropped}" if (dropped := {k: n for k, n in report.dropped.items() if n}) else "")
               + (f"; skipped {dict(report.skipped)}" if report.skipped else ""))
     if not any(r.converted for r in reports.values()):
         print(f"{tool}: nothing converted; see the skip reasons above", file=sys.stderr)

@@ -89,3 +89,34 @@ def test_module_entry_point(tmp_path):
     assert res.stderr.count("FAILED") == 2 and "bad.bvh" in res.stderr and "LeftToeBase" in res.stderr
     assert not (tmp_path / "out" / "w.joints.npy").exists()
     assert bvh.is_file()
+
+
+def test_convert_features_rewrites_a_set_in_the_other_definition(tmp_path, capsys):
+    """trimo-convert-features: from stored joints the result is exactly the other definition of
+    those joints; without joints it goes through features_to_joints and says its round-trip error."""
+    import sys as _sys
+
+    _sys.path.insert(0, str(REPO / "tests" / "shards"))
+    from test_converters_kitml import TEXTS, write_kitml
+
+    from motion.features import joints_to_features
+    from shards.reader import iter_decoded, load_index
+    from tools import convert_features, convert_kitml
+
+    kit = write_kitml(tmp_path / "KIT-ML", {"00001": 40, "00002": 30}, TEXTS, {"train": ["00001", "00002"]})
+    for joints_flag, name in ((["--with-joints"], "with"), ([], "without")):
+        assert convert_kitml.main([str(kit), "-o", str(tmp_path / name), "--splits", "train", *joints_flag]) == 0
+        out = tmp_path / f"{name}_h3d"
+        assert convert_features.main([str(tmp_path / name), "-o", str(out), "--to", "humanml3d", "--check", "2"]) == 0
+        index = load_index(str(out / "train"))
+        assert index.motion_features == "humanml3d" and index.total == 2 and index.feature_stats is not None
+        printed = capsys.readouterr().out
+        error = float(printed.split("largest difference ")[1].split()[0])
+        samples = list(iter_decoded(sorted(str(p) for p in (out / "train").glob("*.tar"))))
+        if name == "with":
+            for s in samples:
+                np.testing.assert_allclose(s["motion"], joints_to_features(s["joints"], definition="humanml3d"),
+                                           atol=1e-5)
+        else:
+            assert [len(s["motion"]) for s in samples] == [62 - 1, 46 - 1]   # one frame shorter
+        assert error < 0.05
