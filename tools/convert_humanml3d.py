@@ -1,13 +1,16 @@
 """Convert HumanML3D's released folder to trimo shards, one shard set per split.
 
-    trimo-convert-humanml3d HUMANML3D_DIR -o OUT [--features released|trimo] [--splits train,val,test] [--with-joints]
+    trimo-convert-humanml3d HUMANML3D_DIR -o OUT [--features released|trimo|humanml3d] [--splits train,val,test]
+        [--with-joints]
         [--min-frames 40] [--max-frames 199] [--filter-splits train,val] [--stats-convention per_dim]
 
 HUMANML3D_DIR holds new_joint_vecs/, texts/, train.txt, val.txt, test.txt (new_joints/ for
 --with-joints and --features trimo). --features released (default) keeps HumanML3D's features, to
 compare with or start from models trained on the released files; --features trimo recomputes them
 from new_joints/ like every other trimo source (heading-invariant, exactly mirrorable), so the set
-can be mixed with KIT-ML, BABEL, your own mocap and the demo corpus. The index records which. Mirrored `M` ids are converted as listed in the split files. Writes
+can be mixed with KIT-ML, BABEL, your own mocap and the demo corpus; --features humanml3d
+recomputes the released definition from new_joints/ with trimo's implementation. The index
+records which definition the set holds. Mirrored `M` ids are converted as listed in the split files. Writes
 OUT/<split>/shard-*.tar + shards.json; feature statistics come from the train split.
 """
 from __future__ import annotations
@@ -25,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--splits", default="train,val,test", help="split files to convert")
     parser.add_argument("--no-events", action="store_true", help="do not decompose captions into events")
     parser.add_argument("--features", choices=tuple(MOTION_FEATURES_OF), default="released",
-                        help="released: new_joint_vecs as shipped; trimo: recomputed from new_joints/ (see above)")
+                        help="released: new_joint_vecs as shipped; trimo / humanml3d: that definition recomputed "
+                             "from new_joints/ (see above)")
     add_write_args(parser, features=False)
     args = parser.parse_args(argv)
     splits = [s for s in args.splits.split(",") if s]

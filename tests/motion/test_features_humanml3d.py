@@ -159,3 +159,30 @@ def test_released_definition_mirrors_as_features():
         features = M.joints_to_features(joints, definition="humanml3d")
         np.testing.assert_allclose(mirror_features(features),
                                    M.joints_to_features(mirror_joints(joints), definition="humanml3d"), atol=1e-4)
+
+
+def test_a_release_made_by_the_released_steps_converts_to_the_same_features(tmp_path):
+    """A HumanML3D folder whose new_joint_vecs are the released steps (the transcription above)
+    applied to its new_joints: --features released keeps them, --features humanml3d recomputes them
+    from new_joints with trimo's implementation; both agree within 1e-4 and record "humanml3d"."""
+    from shards.reader import iter_decoded, load_index
+    from tools import convert_humanml3d
+
+    root = tmp_path / "HumanML3D"
+    for sub in ("new_joint_vecs", "new_joints", "texts"):
+        (root / sub).mkdir(parents=True)
+    for i, joints in enumerate(clips().values()):
+        clip = f"00000{i}"
+        np.save(root / "new_joints" / f"{clip}.npy", joints.astype(np.float32))
+        np.save(root / "new_joint_vecs" / f"{clip}.npy",
+                released_features(joints.astype(np.float32).astype(np.float64)).astype(np.float32))
+        (root / "texts" / f"{clip}.txt").write_text("a person walks#a/DET#0.0#0.0\n")
+    (root / "test.txt").write_text("000000\n000001\n")
+    motions = {}
+    for choice in ("released", "humanml3d"):
+        out = tmp_path / choice
+        assert convert_humanml3d.main([str(root), "-o", str(out), "--splits", "test", "--features", choice]) == 0
+        assert load_index(str(out / "test")).motion_features == "humanml3d"
+        motions[choice] = {s["key"]: s["motion"] for s in iter_decoded(sorted(str(p) for p in (out / "test").glob("*.tar")))}
+    for key, released in motions["released"].items():
+        np.testing.assert_allclose(motions["humanml3d"][key], released, atol=1e-4)
