@@ -66,7 +66,7 @@ def model_file(model_dir: str | Path, model_type: str = "smpl", gender: str = "n
                 raise BodyModelError(f"{candidate}: only .npz body models are read (no pickle); "
                                      "convert the .pkl to .npz once")
             return candidate
-    hint = " (build the open avatar with `python -m tools.build_avatar`)" if path == DEFAULT_AVATAR_DIR else ""
+    hint = " (build the open avatar with `trimo-build-avatar`)" if path == DEFAULT_AVATAR_DIR else ""
     raise BodyModelError(f"no {model_type} body model found at {' or '.join(map(str, candidates))}{hint}")
 
 

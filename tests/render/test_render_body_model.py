@@ -147,7 +147,7 @@ def test_rig_export_maps_bones_to_smpl_joints_and_loads_in_smplx(tmp_path):
 def test_open_avatar_when_built():
     path = DEFAULT_AVATAR_DIR / "smpl" / "SMPL_NEUTRAL.npz"
     if not path.is_file():
-        pytest.skip(f"open avatar not built ({path} absent; run python -m tools.build_avatar)")
+        pytest.skip(f"open avatar not built ({path} absent; run trimo-build-avatar)")
     joints = synthetic_clip(8, seed=9)
     frames = render_frames(joints, size=64, body="avatar", backend="numpy")
     capsules = render_frames(joints, size=64, body="capsule", backend="numpy")

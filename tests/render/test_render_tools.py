@@ -79,7 +79,7 @@ def test_build_avatar_exports_a_loadable_smpl_model(tmp_path):
 
     if not any(get_anny_cache_path().glob("*")):
         pytest.skip(f"anny's first run takes minutes and fills {get_anny_cache_path()} (~700 MB); "
-                    "run python -m tools.build_avatar once to enable this test")
+                    "run trimo-build-avatar once to enable this test")
     from render.body_model import BodyModel
     from tools import build_avatar
 
