@@ -161,7 +161,8 @@ class LengthFilter:
             counter["motion_length"] += 1
             return None
         kept = [t for t in meta["texts"] if self.ok(_span_length(t, frames, fps))]
-        counter["caption_length"] += len(meta["texts"]) - len(kept)
+        if len(kept) < len(meta["texts"]):
+            counter["caption_length"] += len(meta["texts"]) - len(kept)
         if not kept:
             counter["no_caption_left"] += 1
             return None
@@ -208,10 +209,6 @@ class SplitReport:
     dropped: Counter = field(default_factory=Counter)
     skipped: Counter = field(default_factory=Counter)
     skip_lines: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict:
-        return {"converted": self.converted, "dropped": dict(self.dropped), "skipped": dict(self.skipped),
-                "skip_lines": self.skip_lines}
 
 
 def write_dataset(samples_by_split: Mapping[str, Iterable[dict | Skipped]], out_dir: str, *, dataset: str,
@@ -331,7 +328,7 @@ def run_converter(tool: str, write: Callable[[], dict[str, SplitReport]], out_di
     for split, report in reports.items():
         where = "" if dry_run or not report.converted else f" -> {os.path.join(out_dir, split)}"
         print(f"{split}: {verb} {report.converted} samples{where}"
-              + (f"; dropped {dropped}" if (dropped := {k: n for k, n in report.dropped.items() if n}) else "")
+              + (f"; dropped {dict(report.dropped)}" if report.dropped else "")
               + (f"; skipped {dict(report.skipped)}" if report.skipped else ""))
     if not any(r.converted for r in reports.values()):
         print(f"{tool}: nothing converted; see the skip reasons above", file=sys.stderr)
