@@ -252,6 +252,36 @@ def write_dataset(samples_by_split: Mapping[str, Iterable[dict | Skipped]], out_
     return reports
 
 
+def write_one_set(samples: Iterable[dict | Skipped], out_dir: str, *, dataset: str, motion_features: str = "trimo",
+                  stats_split: str = "train", stats_convention: str = "per_dim", convert: Callable | None = None,
+                  num_workers: int = 0, maxcount: int = 1000, command: str | None = None, extra: dict | None = None,
+                  dry_run: bool = False) -> SplitReport:
+    """All splits in one shard set `out_dir/shards.json` (per-split counts in the index), skips
+    counted as in write_dataset, feature statistics from the `stats_split` samples only.
+    `convert` (picklable, run in `num_workers` processes) finishes each sample, e.g. renders it."""
+    report = SplitReport()
+    samples = _filtered(samples, None, report, dataset)
+    if dry_run:
+        report.converted = sum(1 for _ in samples)
+        return report
+    first = next(samples, None)
+    if first is None:
+        return report
+    index = write_shards(_chain(first, samples), out_dir, convert=convert, num_workers=num_workers, maxcount=maxcount,
+                         stats_convention=None, command=command, motion_features=motion_features,
+                         extra={"dataset": dataset, "stats_split": stats_split, **(extra or {})})
+    report.converted = index.total
+    if any(e.splits.get(stats_split) for e in index.shards):
+        index.feature_stats = stats_to_json(compute_feature_stats(
+            [os.path.join(out_dir, e.name) for e in index.shards], convention=stats_convention,
+            name=f"{dataset}/{stats_split}", split=stats_split))
+    else:
+        print(f"{dataset}: no {stats_split!r} sample, so the index carries no feature statistics")
+    index.extra.update(skipped=dict(report.skipped), skip_lines=report.skip_lines)
+    index.save(index.location)
+    return report
+
+
 def _filtered(samples: Iterable[dict | Skipped], length_filter: LengthFilter | None, report: SplitReport,
               where: str) -> Iterator[dict]:
     for sample in samples:
