@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("root", help="HumanML3D folder")
     parser.add_argument("--splits", default="train,val,test", help="split files to convert")
     parser.add_argument("--no-events", action="store_true", help="do not decompose captions into events")
+    parser.add_argument("--dataset", default=DATASET, help=f"dataset name in every sample and key (default: {DATASET})")
     parser.add_argument("--features", choices=tuple(MOTION_FEATURES_OF), default="released",
                         help="released: new_joint_vecs as shipped; trimo / humanml3d: that definition recomputed "
                              "from new_joints/ (see above)")
@@ -35,8 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     splits = [s for s in args.splits.split(",") if s]
     return run_converter("convert_humanml3d", lambda: write_dataset(
         {s: humanml3d_samples(args.root, s, with_joints=args.with_joints, events=not args.no_events,
-                              num_workers=args.workers, features=args.features) for s in splits},
-        args.out, dataset=DATASET, motion_features=MOTION_FEATURES_OF[args.features], **write_options(args)),
+                              num_workers=args.workers, features=args.features, dataset=args.dataset) for s in splits},
+        args.out, dataset=args.dataset, motion_features=MOTION_FEATURES_OF[args.features],
+        extra={"mirrored_ids": "an M prefix marks HumanML3D's mirrored copies (the released layout's rule)"},
+        **write_options(args)),
         args.out, args.dry_run)
 
 if __name__ == "__main__":

@@ -51,6 +51,10 @@ def _convert(sample_id: str, root: str, split: str, with_joints: bool, events: b
     bad: list[str] = []
     item = load_sample(root, sample_id, bad)
     motion, joints = item.features, item.joints
+    if with_joints and joints is None:
+        raise MotionImportError(f"{Path(root) / 'new_joints' / (sample_id + '.npy')}: missing, and --with-joints "
+                                "stores it; unpack new_joints/ from the release or leave out --with-joints",
+                                reason="no_joints")
     if features != "released":
         if joints is None:
             raise MotionImportError(f"{Path(root) / 'new_joints' / (sample_id + '.npy')}: missing; --features "

@@ -144,3 +144,14 @@ def test_features_released_or_recomputed_and_recorded(h3d, tmp_path):
     (h3d / "new_joints" / "000004.npy").unlink()
     assert convert_humanml3d.main([str(h3d), "-o", str(tmp_path / "no_joints"), "--splits", "test",
                                    "--features", "trimo"]) == 1          # skipped (no_joints): nothing converted
+
+
+def test_with_joints_needs_new_joints_and_the_mirror_rule_is_recorded(h3d, tmp_path, capsys):
+    (h3d / "new_joints" / "000004.npy").unlink()
+    out = tmp_path / "out"
+    assert convert_humanml3d.main([str(h3d), "-o", str(out), "--splits", "test", "--with-joints"]) == 1
+    assert "000004.npy: missing, and --with-joints stores it" in capsys.readouterr().err
+    assert convert_humanml3d.main([str(h3d), "-o", str(out), "--splits", "train", "--dataset", "h3d_v2"]) == 0
+    index = load_index(str(out / "train"))
+    assert "M prefix" in index.extra["mirrored_ids"]
+    assert sorted(by_key(out / "train")) == ["h3d_v2/000001", "h3d_v2/000003", "h3d_v2/M000001"]   # 000002: too short
