@@ -52,6 +52,13 @@ def main(argv: list[str] | None = None, callback=None) -> int:
             if trainer.accelerator.is_main_process:
                 print(f"[trimo] exported the model to {path}", flush=True)
         trainer.accelerator.end_training()
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # Everything is written and the process group is gone; the interpreter's teardown of
+            # the CPU communication library's threads has aborted a finished rank (SIGABRT, the
+            # launcher then reports the run failed), so a launched rank leaves without it.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
     except (ConfigError, CheckpointError, ShardError, FileNotFoundError, NonFiniteLossError) as err:
         print(f"[trimo] error: {err}", file=sys.stderr, flush=True)
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:

@@ -24,3 +24,15 @@ def shared_mocap() -> Path:
     if not SHARED_MOCAP.is_dir():
         pytest.skip(f"real mocap clips not available ({SHARED_MOCAP} is absent; it sits beside the checkout in the workspace)")
     return SHARED_MOCAP
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """The CI box is shared: tiny models run fastest on one thread; restore the setting afterwards.
+    A module uses it with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -14,13 +14,7 @@ from modeling.localization import (PAD, LocalizationHead, alignment_loss, bounda
 D_MOTION, D_TEXT = 12, 10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The CI box is shared: tiny models run fastest on one thread; restore the setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_cfg(**kw) -> LocalizationConfig:

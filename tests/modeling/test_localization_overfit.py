@@ -19,13 +19,7 @@ N_SAMPLES, N_PATTERNS, FEATS, FPS, D = 32, 4, 263, 20.0, 32
 FILLER = range(N_PATTERNS + 1, N_PATTERNS + 6)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The CI box is shared: tiny models run fastest on one thread; restore the setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def synthetic_set(seed: int = 0):
