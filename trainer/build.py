@@ -5,7 +5,7 @@ from pathlib import Path
 
 from modeling.text_encoder import load_tokenizer
 from modeling.trimo_model import TrimoModel
-from shards.reader import ShardDataset, load_index
+from shards.reader import ShardDataset, iter_raw_shard, load_index
 from shards.schema import ShardError
 
 DEMO_HINT = ("build the demo shards with `trimo-build-demo --out data/demo-small --size small` "
@@ -49,13 +49,32 @@ def agree_on_motion_features(cfg, datasets: dict[str, ShardDataset]) -> str:
     return expected
 
 
+VIDEO_PROBE_SAMPLES = 16
+
+
+def has_video(dataset: ShardDataset, probe: int = VIDEO_PROBE_SAMPLES) -> bool:
+    """Whether any of the first `probe` samples of the set's first shard carries a video.mp4."""
+    for i, raw in enumerate(iter_raw_shard(dataset.shards[0][1])):
+        if "video.mp4" in raw:
+            return True
+        if i + 1 >= probe:
+            break
+    return False
+
+
 def build_datasets(cfg, rank: int, world: int) -> dict[str, ShardDataset]:
     out = {}
     rcfg = cfg.model.retrieval
     if cfg.model.use_retrieval:
+        load_video = cfg.data.load_video and rcfg.use_video
         out["retrieval"] = shard_dataset(cfg.data.retrieval, "retrieval", cfg.run.seed, rank, world, True,
-                                         load_video=cfg.data.load_video and rcfg.use_video,
+                                         load_video=load_video,
                                          num_video_frames=rcfg.video.n_frames, video_size=cfg.data.video_size)
+        if load_video and not has_video(out["retrieval"]):
+            raise ShardError(f"data.retrieval: {out['retrieval'].index.location} has no video.mp4 in its first "
+                             f"{VIDEO_PROBE_SAMPLES} samples, but model.retrieval.use_video is on; set "
+                             "model.retrieval.use_video=false (text-motion only) or write the shards with videos "
+                             "(trimo-make-shards --video)", "no_video")
     if cfg.model.use_localization:
         out["localization"] = shard_dataset(cfg.data.localization, "localization", cfg.run.seed + 1, rank, world,
                                             True, load_video=False, crop_to_caption=False)

@@ -86,3 +86,27 @@ def test_nothing_usable_fails_and_says_why(tmp_path, capsys):
     table.write_text("file,caption\n")
     assert make_shards.main(["--captions", str(table), "--root", str(tmp_path), "-o", str(tmp_path / "o")]) == 1
     assert "columns ['path', 'text'] missing" in capsys.readouterr().err
+
+
+def test_own_shards_train_from_the_template_config_and_video_is_checked(tmp_path, capsys):
+    """No script in between: trimo-make-shards -> training from configs/own_data.yaml -> export.
+    Turning video on for shards without videos stops at start with a message naming both."""
+    from configs.loading import load_run_config
+    from configs.schema import ExperimentConfig
+    from launch.train import main as train
+
+    root, table = library(tmp_path)
+    out = tmp_path / "shards"
+    assert make_shards.main(["--captions", str(table), "--root", str(root), "-o", str(out), "--val", "0",
+                             "--test", "0"]) == 0
+    repo = Path(__file__).resolve().parents[2]
+    args = ["--config", str(repo / "configs" / "own_data.yaml"), f"data.retrieval.index={out}",
+            "data.retrieval.batch_size=2", "data.num_workers=0", "run.max_steps=2", "validation.every=0",
+            "logging.wandb=false", "checkpoint.every=2"]
+    assert train([*args, f"run.output_dir={tmp_path / 'run'}"]) == 0
+    exported = load_run_config(ExperimentConfig, tmp_path / "run" / "export")
+    assert exported.run.name == "own_data" and exported.model.motion_features == "trimo"
+    assert exported.data.retrieval.index == str(out)
+    assert train([*args, f"run.output_dir={tmp_path / 'video'}", "model.retrieval.use_video=true"]) == 2
+    err = capsys.readouterr().err
+    assert "has no video.mp4 in its first 16 samples, but model.retrieval.use_video is on" in err
