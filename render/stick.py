@@ -1,8 +1,10 @@
 """Stick-figure rendering of a (T, 22, 3) joint sequence, and video writing (MP4 or GIF).
 
-The view is orthographic from the front-side and slightly above; the camera follows the root on
-the floor plane, so walking shows as the floor grid sliding under the figure. Drawing is Pillow
-lines: fast enough for previews of whole datasets.
+The view is orthographic from the front-side and slightly above. By default the camera follows
+the root on the floor plane, so walking shows as the floor grid sliding under the figure;
+`follow=False` keeps it still over the clip's whole path (framed to fit), so travel and turns
+show. The left side is drawn blue and the right red, with a legend in the corner. Drawing is
+Pillow lines: fast enough for previews of whole datasets.
 """
 from __future__ import annotations
 
@@ -29,15 +31,23 @@ def _view_matrix(azimuth_deg: float, elevation_deg: float) -> np.ndarray:
 
 
 def render_stick_figure(joints: np.ndarray, size: tuple[int, int] = (256, 256), azimuth_deg: float = 30.0,
-                        elevation_deg: float = 15.0, metres_tall: float = 2.4, line_width: int = 3) -> np.ndarray:
-    """Frames (T, H, W, 3) uint8 of the skeleton; `metres_tall` of world fit the image height."""
+                        elevation_deg: float = 15.0, metres_tall: float = 2.4, line_width: int = 3,
+                        follow: bool = True) -> np.ndarray:
+    """Frames (T, H, W, 3) uint8 of the skeleton; `metres_tall` of world fit the image height
+    (with `follow=False`, at least the whole path of the root does)."""
     joints = np.asarray(joints, dtype=np.float64)
     if joints.ndim != 3 or joints.shape[1:] != (22, 3):
         raise ValueError(f"joints have shape {joints.shape}, expected (T, 22, 3)")
     height, width = size
-    scale = height / metres_tall
     view = _view_matrix(azimuth_deg, elevation_deg)
     centre = np.array([width / 2, height * 0.8])
+    fixed_xz = None
+    if not follow:   # one camera for the clip: centred on the path's middle, wide enough for all of it
+        lo, hi = joints[:, 0, [0, 2]].min(0), joints[:, 0, [0, 2]].max(0)
+        fixed_xz = (lo + hi) / 2
+        metres_tall = max(metres_tall, 1.5 * float(np.linalg.norm(hi - lo)) + 1.0)
+        centre = np.array([width / 2, height * 0.65])
+    scale = height / metres_tall
 
     def to_pixels(points: np.ndarray, root_xz: np.ndarray) -> np.ndarray:
         rel = points - np.array([root_xz[0], 0.0, root_xz[1]])
@@ -47,7 +57,7 @@ def render_stick_figure(joints: np.ndarray, size: tuple[int, int] = (256, 256), 
     grid = np.arange(-3.0, 3.01, 0.5)
     frames = np.empty((len(joints), height, width, 3), np.uint8)
     for t, pose in enumerate(joints):
-        root_xz = pose[0, [0, 2]]
+        root_xz = pose[0, [0, 2]] if fixed_xz is None else fixed_xz
         image = Image.new("RGB", (width, height), BACKGROUND)
         draw = ImageDraw.Draw(image)
         base = np.round(root_xz / 0.5) * 0.5  # grid lines stay fixed in the world
@@ -62,6 +72,8 @@ def render_stick_figure(joints: np.ndarray, size: tuple[int, int] = (256, 256), 
         head = pix[15]
         r = max(2, line_width * 2)
         draw.ellipse([head[0] - r, head[1] - r, head[0] + r, head[1] + r], outline=CHAIN_COLOURS[2], width=2)
+        draw.text((4, 2), "left", fill=CHAIN_COLOURS[1])
+        draw.text((4, 14), "right", fill=CHAIN_COLOURS[0])
         frames[t] = np.asarray(image)
     return frames
 

@@ -2,13 +2,13 @@
 
     trimo-convert INPUT [INPUT ...] -o OUT_DIR [--mapping lafan1|cmu|mixamo|FILE.json|FILE.yaml]
                   [--units auto|cm|m|mm|inch] [--body-model-dir DIR] [--gender G] [--fps F]
-                  [--features trimo|humanml3d]
+                  [--features trimo|humanml3d] [--start S] [--end S]
 
 INPUT is a file or a folder (searched recursively for .bvh, .amc, .npz, .npy). For each input
 `<name>` it writes `<name>.joints.npy` (T, 22, 3) float32 (uniform skeleton, floor at 0, first
 frame facing +Z, 20 fps) and `<name>.features.npy` (T-1, 263) float32, keeping the folder layout;
 --features humanml3d computes HumanML3D's released definition instead of trimo's (for models
-trained on the released files).
+trained on the released files); --start/--end (seconds) convert a piece of each take.
 A bad file is skipped with a one-line reason; the rest are converted.
 
 Exit status: 0 = every file converted; 1 = at least one file failed (the others were written);
@@ -44,11 +44,15 @@ def find_inputs(inputs: list[Path], out_dir: Path) -> list[tuple[Path, Path]]:
     return found
 
 
-def convert_file(path: Path, out_stem: Path, definition: str = "trimo", **load_kw) -> tuple[Path, Path]:
-    """Import one file and write its canonical joints and features; returns the two paths."""
+def convert_file(path: Path, out_stem: Path, definition: str = "trimo", start: float | None = None,
+                 end: float | None = None, **load_kw) -> tuple[Path, Path]:
+    """Import one file (its [start, end) seconds) and write its canonical joints and features;
+    returns the two paths."""
     from motion.features import joints_to_features
 
     motion = load_motion(path, **load_kw)
+    if start is not None or end is not None:
+        motion = motion.piece(start, end)
     joints = motion.to_canonical()
     features = joints_to_features(joints, definition=definition)
     out_stem.parent.mkdir(parents=True, exist_ok=True)
@@ -77,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--asf", type=Path, default=None, help="ASF skeleton for .amc inputs (default: beside it)")
     parser.add_argument("--features", choices=("trimo", "humanml3d"), default="trimo",
                         help="263-d definition: trimo's or HumanML3D's released one")
+    parser.add_argument("--start", type=float, default=None, help="first second of each take converted")
+    parser.add_argument("--end", type=float, default=None, help="end (seconds) of the piece converted")
     return parser
 
 
@@ -96,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     for path, rel in tqdm(jobs, desc="converting", unit="file", disable=len(jobs) < 2):
         try:
-            convert_file(path, args.out / rel, args.features, **load_kw)
+            convert_file(path, args.out / rel, args.features, args.start, args.end, **load_kw)
         except Exception as err:  # one bad file must not stop a folder conversion
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
             if not isinstance(err, (ValueError, OSError)):

@@ -1,10 +1,13 @@
 """Render a stick-figure preview (MP4 or GIF) of joints, features or any mocap file.
 
-    trimo-preview INPUT -o OUT.mp4|OUT.gif [--fps F] [--size 256] [--mapping ...] [--body-model-dir DIR]
+    trimo-preview INPUT -o OUT.mp4|OUT.gif [--fps F] [--size 256] [--start S] [--end S] [--fixed-camera]
+        [--mapping ...] [--body-model-dir DIR]
 
 INPUT: a `.npy` of joints (T, 22, 3) or of HumanML3D features (T, 263) (told apart by shape;
 features are 20 fps and decoded with motion.features.features_to_joints), or any file
 `trimo-convert` reads (.bvh, .amc, AMASS .npz), shown after canonicalization at 20 fps.
+--start/--end (seconds) show a piece of a long take; --fixed-camera keeps the view still so that
+travel and turns show (by default it follows the body). The legend names the sides' colours.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from motion.importers import MotionImportError, load_motion
+from motion.importers.common import frame_range
 from render.stick import render_stick_figure, write_video
 
 FEATURE_FPS = 20.0
@@ -51,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mapping", default=None, help="joint mapping preset or file for .bvh/.amc")
     parser.add_argument("--units", default="auto", help="BVH length unit")
     parser.add_argument("--body-model-dir", type=Path, default=None, help="SMPL-H models for AMASS .npz")
+    parser.add_argument("--start", type=float, default=None, help="first second shown (default: the start)")
+    parser.add_argument("--end", type=float, default=None, help="last second shown (default: the end)")
+    parser.add_argument("--fixed-camera", action="store_true", help="keep the camera still over the whole path")
     args = parser.parse_args(argv)
     if args.out.suffix.lower() not in (".mp4", ".gif"):
         print(f"trimo-preview: {args.out}: output must end in .mp4 or .gif", file=sys.stderr)
@@ -61,7 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as err:
         print(f"trimo-preview: {err}", file=sys.stderr)
         return 1
-    frames = render_stick_figure(joints, size=(args.size, args.size))
+    joints = joints[frame_range(len(joints), fps, args.start, args.end)]
+    if len(joints) == 0:
+        print(f"trimo-preview: --start/--end leave no frame of {args.input}", file=sys.stderr)
+        return 1
+    frames = render_stick_figure(joints, size=(args.size, args.size), follow=not args.fixed_camera)
     write_video(frames, args.out, fps)
     print(f"trimo-preview: wrote {len(frames)} frames at {fps:g} fps to {args.out}")
     return 0

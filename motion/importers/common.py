@@ -41,6 +41,13 @@ def check_joints(joints: np.ndarray, source: str | Path) -> np.ndarray:
         raise MotionImportError(str(err)) from None
 
 
+def frame_range(frames: int, fps: float, start: float | None, end: float | None) -> slice:
+    """The frames of [start, end) seconds of a clip of `frames` frames (None = its start / end)."""
+    first = 0 if start is None else max(0, int(round(start * fps)))
+    stop = frames if end is None else min(frames, int(round(end * fps)))
+    return slice(first, max(first, stop))
+
+
 @dataclass
 class ImportedMotion:
     """Global positions of the 22 canonical joints, float64 (T, 22, 3), metres, Y up, at `fps`."""
@@ -60,6 +67,15 @@ class ImportedMotion:
     @property
     def num_frames(self) -> int:
         return int(self.joints.shape[0])
+
+    def piece(self, start: float | None, end: float | None) -> ImportedMotion:
+        """The motion's [start, end) seconds (a clip too short for that fails with the source named)."""
+        joints = self.joints[frame_range(self.num_frames, self.fps, start, end)]
+        where = f"{self.source} [{start or 0:g} s, {'end' if end is None else f'{end:g} s'})"
+        if len(joints) < 2:
+            raise MotionImportError(f"{where}: fewer than 2 frames in this piece of a {self.num_frames / self.fps:.2f} s "
+                                    "take; check --start/--end", reason="empty_piece")
+        return ImportedMotion(joints, self.fps, where, self.joint_names_used)
 
     def to_canonical(self, target_fps: float = TARGET_FPS,
                      facing_sigma: float = HUMANML3D_FACING_SIGMA) -> np.ndarray:

@@ -82,3 +82,39 @@ def test_preview_cli_on_joints_features_and_bvh(tmp_path, walk, capsys):
     assert main([str(tmp_path / "bad.npy"), "-o", str(tmp_path / "bad.mp4")]) == 1
     err = capsys.readouterr().err
     assert "bad.npy" in err and "neither joints (T, 22, 3) nor features (T, 263)" in err
+
+
+def test_fixed_camera_shows_travel_and_the_legend_names_the_sides(walk):
+    """follow=False: the camera stays, so the figure moves across the frame as the body walks;
+    the legend's words are drawn in the sides' colours (left blue, right red)."""
+    from render.stick import CHAIN_COLOURS
+
+    frames = render_stick_figure(walk, size=(96, 128), follow=False)
+    body = [figure_pixels(f)[figure_pixels(f)[:, 0] > 26] for f in (frames[0], frames[-1])]   # below the legend
+    first, last = (np.concatenate([b[:, 1:], b[:, :1]], 1).mean(0) for b in body)
+    assert np.linalg.norm(last - first) > 3                                    # pixels: the walk shows
+    followed = render_stick_figure(walk, size=(96, 128))
+    centres = [figure_pixels(f)[figure_pixels(f)[:, 0] > 26].mean(0) for f in (followed[0], followed[-1])]
+    assert np.linalg.norm(body[1].mean(0) - body[0].mean(0)) > np.linalg.norm(centres[1] - centres[0])
+    legend = frames[0, :26, :40].reshape(-1, 3)
+    for colour in (CHAIN_COLOURS[1], CHAIN_COLOURS[0]):
+        assert (np.abs(legend.astype(int) - colour).sum(-1) < 60).any()
+
+
+def test_cli_start_end_and_fixed_camera(tmp_path, capsys):
+    bvh = walking_bvh(tmp_path / "walk.bvh", n_frames=90, fps=30.0)
+    out = tmp_path / "piece.mp4"
+    assert main([str(bvh), "-o", str(out), "--start", "1.0", "--end", "2.0", "--fixed-camera", "--size", "64"]) == 0
+    assert "wrote 20 frames at 20 fps" in capsys.readouterr().out          # one second of the 3 s take
+    assert main([str(bvh), "-o", str(out), "--start", "5.0"]) == 1
+    assert "leave no frame" in capsys.readouterr().err
+
+
+def test_convert_a_piece_of_a_take(tmp_path):
+    from tools import convert_mocap
+
+    bvh = walking_bvh(tmp_path / "take.bvh", n_frames=90, fps=30.0)
+    assert convert_mocap.main([str(bvh), "-o", str(tmp_path / "out"), "--start", "0.5", "--end", "2.5"]) == 0
+    joints = np.load(tmp_path / "out" / "take.joints.npy")
+    assert len(joints) == 40                                                   # 2 s at 20 fps
+    assert convert_mocap.main([str(bvh), "-o", str(tmp_path / "none"), "--start", "4"]) == 1
