@@ -17,9 +17,10 @@ from __future__ import annotations
 import argparse
 import sys
 from functools import partial
+from itertools import chain
 from pathlib import Path
 
-from shards.converters.common import Skipped, write_one_set
+from shards.converters.common import write_one_set
 from shards.converters.own import assign_splits, group_takes, own_samples, read_table
 
 VIDEO_FPS, VIDEO_SIZE = 10.0, 128
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                           units=args.units, body_model_dir=args.body_model_dir, definition=args.features,
                           mirror=args.mirror, with_joints=not args.no_joints or args.video,
                           num_workers=args.workers)
-    report = write_one_set(_chain(skipped, samples), args.out, dataset=args.dataset, motion_features=args.features,
+    report = write_one_set(chain(skipped, samples), args.out, dataset=args.dataset, motion_features=args.features,
                            convert=partial(with_video, size=VIDEO_SIZE, keep_joints=not args.no_joints)
                            if args.video else None, num_workers=args.workers, dry_run=args.dry_run)
     verb = "would write" if args.dry_run else "wrote"
@@ -76,11 +77,6 @@ def main(argv: list[str] | None = None) -> int:
         print("make_shards: nothing to write; see the skip reasons above", file=sys.stderr)
         return 1
     return 0
-
-
-def _chain(skipped: list[Skipped], samples):
-    yield from skipped
-    yield from samples
 
 
 if __name__ == "__main__":
