@@ -142,11 +142,17 @@ def probe_amass_npz(npz_path: str | Path) -> tuple[float, int]:
     return fps, len(poses)
 
 
-def frames_at(fps: float, frames: int, target_fps: float = TARGET_FPS) -> int:
-    """How many frames `load_amass_npz` returns for a sequence of `frames` frames at `fps`."""
+def _stride(fps: float, target_fps: float) -> int | None:
+    """The integer step from `fps` down to `target_fps`, or None when the rates are not multiples."""
     ratio = fps / target_fps
     stride = round(ratio)
-    if stride >= 1 and abs(ratio - stride) < 1e-3:
+    return stride if stride >= 1 and abs(ratio - stride) < 1e-3 else None
+
+
+def frames_at(fps: float, frames: int, target_fps: float = TARGET_FPS) -> int:
+    """How many frames `load_amass_npz` returns for a sequence of `frames` frames at `fps`."""
+    stride = _stride(fps, target_fps)
+    if stride is not None:
         return -(-frames // stride)
     return len(resample(np.zeros((frames, 1)), fps, target_fps))
 
@@ -165,9 +171,8 @@ def load_amass_npz(npz_path: str | Path, body_model_dir: str | Path, gender: str
     if gender not in ("neutral", "male", "female"):
         raise MotionImportError(f"{path}: gender {gender!r}; pass gender='neutral', 'male' or 'female'")
 
-    ratio = fps / target_fps
-    stride = round(ratio)
-    by_stride = stride >= 1 and abs(ratio - stride) < 1e-3
+    stride = _stride(fps, target_fps)
+    by_stride = stride is not None
     if by_stride:  # stride before the body model: same frames as HumanML3D, 1/stride of the work
         poses, trans = poses[::stride], trans[::stride]
     model = load_smplh(find_body_model(body_model_dir, gender), device)
