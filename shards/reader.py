@@ -36,7 +36,8 @@ Samples are dicts: key, motion float32 (T, 263) (cropped to the caption's span),
 (Tj, 22, 3) if stored, video uint8 (l_v, 3, H, W) if stored and enabled (convert to float / 255 on the device), text
 (among the non-empty captions whose span passes the length filter: a random one in training, the
 first in evaluation; None for a localization sample without captions), events, moments, span
-(first, stop) frames of the crop, meta, repeat. `collate_samples` pads them into a batch.
+(first, stop) frames of the crop, meta, repeat. An untrimmed (localization) motion longer than
+max_frames comes as a window of max_frames frames around one of its moments. `collate_samples` pads them into a batch.
 Video is decoded with PyAV by default (`video_backend="decord"` tries decord first; see
 shards.video_io for why that is not the default).
 """
@@ -469,7 +470,7 @@ class ShardDataset(IterableDataset):
         fps, frames = float(meta["fps"]), len(motion)
         texts = [t for t in meta["texts"] if t["text"].strip()]
         if not texts:
-            spans = [(None, 0, frames)]
+            spans = [(None, *self._moment_window(meta, frames, pick))]
         elif self.crop_to_caption:
             spans = [(t, *caption_frames(t, frames, fps)) for t in texts]
         else:
@@ -491,6 +492,23 @@ class ShardDataset(IterableDataset):
                                backend=self.video_backend, where=f"sample {sample['key']!r} video.mp4")
             out["video"] = np.ascontiguousarray(video.transpose(0, 3, 1, 2))
         return out
+
+
+    def _moment_window(self, meta: dict, frames: int, pick: np.random.Generator) -> tuple[int, int]:
+        """The frames of an untrimmed motion that a localization reader returns: all of them, or
+        for a motion longer than max_frames a window of max_frames around one moment (a random
+        moment and placement in training, otherwise the first moment in the earliest window), so
+        that long takes are trained on rather than filtered out."""
+        moments = [m for m in meta.get("moments") or [] if m["text"].strip()]
+        if self.max_frames is None or frames <= self.max_frames or not moments:
+            return 0, frames
+        fps, size = float(meta["fps"]), self.max_frames
+        moment = moments[int(pick.integers(len(moments)))] if self.training else moments[0]
+        start = min(int(moment["start"] * fps), frames - 1)
+        end = min(max(int(math.ceil(moment["end"] * fps)), start + 1), frames)
+        low, high = max(0, end - size), max(0, min(start, frames - size))
+        first = int(pick.integers(low, high + 1)) if self.training and high > low else min(low, high)
+        return first, min(first + size, frames)
 
 
 def _in_split(raw: dict, split: str) -> bool:

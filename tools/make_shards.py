@@ -2,7 +2,7 @@
 
     trimo-make-shards --captions CAPTIONS.csv|.jsonl --root MOCAP_DIR -o OUT [--dataset NAME]
         [--val 0.1 --test 0.1] [--seed 0] [--mapping PRESET|FILE] [--units auto] [--body-model-dir DIR]
-        [--features trimo|humanml3d] [--mirror] [--video] [--workers N] [--dry-run]
+        [--features trimo|humanml3d] [--mirror] [--video] [--localization] [--workers N] [--dry-run]
 
 The table has a row per caption: path (relative to --root: .bvh, .amc with its .asf, AMASS .npz,
 joint .npy), text, and optionally start, end (seconds inside the take), split, id, events
@@ -10,7 +10,9 @@ joint .npy), text, and optionally start, end (seconds inside the take), split, i
 split (takes without a split are drawn into val/test/train by take), the feature statistics of
 its train samples, the command. Bad rows and files are skipped with a line each and counted; the
 command fails only when nothing is written. --video renders every sample (capsule body, 10 fps,
-128 px) for the video encoder.
+128 px) for the video encoder. --localization also writes OUT/localization/shards.json: every take
+that two or more rows cut into spans, untrimmed, with the spans as moments (the localization
+head's data; same splits).
 """
 from __future__ import annotations
 
@@ -20,8 +22,9 @@ from functools import partial
 from itertools import chain
 from pathlib import Path
 
-from shards.converters.common import write_one_set
-from shards.converters.own import assign_splits, group_takes, own_samples, read_table
+from shards.converters.common import Skipped, write_one_set
+from shards.converters.own import assign_splits, group_takes, localization_sample, own_samples, read_table
+from shards.reader import iter_decoded, load_index
 
 VIDEO_FPS, VIDEO_SIZE = 10.0, 128
 
@@ -34,6 +37,15 @@ def with_video(sample: dict, size: int, keep_joints: bool) -> dict:
     if not keep_joints:
         out.pop("joints")
     return out
+
+
+def write_localization_set(retrieval_set: Path, out: Path, *, dataset: str, motion_features: str) -> int:
+    """OUT/localization from the written set's takes that have two or more spans; samples written."""
+    index = load_index(str(retrieval_set))
+    takes = iter_decoded([str(retrieval_set / e.name) for e in index.shards], members=("motion.npy", "joints.npy",
+                                                                                        "meta.json"))
+    samples = (loc for take in takes if (loc := localization_sample(take)) is not None)
+    return write_one_set(samples, str(out), dataset=dataset, motion_features=motion_features).converted
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="263-d definition to compute (recorded in the index)")
     parser.add_argument("--mirror", action="store_true", help="add a left/right mirrored copy of every take")
     parser.add_argument("--video", action="store_true", help="render a video of every sample")
+    parser.add_argument("--localization", action="store_true",
+                        help="also write OUT/localization: takes with two or more spans, untrimmed, as moments")
     parser.add_argument("--no-joints", action="store_true", help="do not store joints.npy")
     parser.add_argument("--workers", type=int, default=0, help="processes for importing and rendering")
     parser.add_argument("--dry-run", action="store_true", help="read everything, report, write nothing")
@@ -66,9 +80,18 @@ def main(argv: list[str] | None = None) -> int:
                           units=args.units, body_model_dir=args.body_model_dir, definition=args.features,
                           mirror=args.mirror, with_joints=not args.no_joints or args.video,
                           num_workers=args.workers)
-    report = write_one_set(chain(skipped, samples), args.out, dataset=args.dataset, motion_features=args.features,
-                           convert=partial(with_video, size=VIDEO_SIZE, keep_joints=not args.no_joints)
-                           if args.video else None, num_workers=args.workers, dry_run=args.dry_run)
+    localizable = 0
+
+    def counted(stream):  # takes that would become localization samples (for --dry-run's report)
+        nonlocal localizable
+        for sample in stream:
+            localizable += not isinstance(sample, Skipped) and localization_sample(sample) is not None
+            yield sample
+
+    render = partial(with_video, size=VIDEO_SIZE, keep_joints=not args.no_joints) if args.video else None
+    report = write_one_set(counted(chain(skipped, samples)), args.out, dataset=args.dataset,
+                           motion_features=args.features, convert=render, num_workers=args.workers,
+                           dry_run=args.dry_run)
     verb = "would write" if args.dry_run else "wrote"
     print(f"make_shards: {verb} {report.converted} samples from {len(takes)} takes"
           + ("" if args.dry_run or not report.converted else f" -> {Path(args.out) / 'shards.json'}")
@@ -76,6 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     if not report.converted:
         print("make_shards: nothing to write; see the skip reasons above", file=sys.stderr)
         return 1
+    if args.localization:
+        out = Path(args.out) / "localization"
+        written = localizable if args.dry_run else write_localization_set(
+            Path(args.out), out, dataset=args.dataset, motion_features=args.features)
+        print(f"make_shards: {verb} {written} localization samples (takes with two or more spans)"
+              + ("" if args.dry_run or not written else f" -> {out / 'shards.json'}"))
     return 0
 
 

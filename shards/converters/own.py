@@ -11,6 +11,9 @@ What cannot be used is skipped with a line naming the row or file, the problem a
 counted by reason: an empty caption, a path that is not under the root or not readable, a span
 outside the take or empty, a split other than train/val/test, rows of one take that name two
 splits, a duplicate id. Mirrored copies are made only when asked, marked `mirrored`.
+
+A take that two or more rows cut into spans is also an untrimmed localization sample
+(`localization_sample`): the whole take, its spans as `moments`.
 """
 from __future__ import annotations
 
@@ -168,3 +171,14 @@ def _convert(take: Take, root: str, dataset: str, table: str, mapping: str | Non
         out.append(mirror_sample(sample))
     return out
 
+
+
+def localization_sample(sample: dict) -> dict | None:
+    """A take described by two or more spans as a localization sample (texts [], the spans as
+    moments in the untrimmed motion), or None for a take with fewer spans."""
+    spans = [t for t in sample["meta"]["texts"] if t["start"] is not None]
+    if len(spans) < 2:
+        return None
+    moments = [{"text": t["text"], "start": t["start"], "end": t["end"]} for t in spans]
+    out = {k: v for k, v in sample.items() if k in ("key", "motion", "joints")}
+    return dict(out, meta=dict(sample["meta"], texts=[], moments=moments))

@@ -219,6 +219,25 @@ def test_localization_readers_keep_the_whole_untrimmed_motion(tmp_path):
     assert whole["moments"] == meta["moments"] and whole["text"] == "a person waves"
 
 
+def test_a_long_untrimmed_motion_comes_as_a_window_around_a_moment(tmp_path):
+    """Longer than max_frames: a max_frames window that holds a whole moment (random in training,
+    the earliest one around the first moment in evaluation), instead of being filtered out."""
+    motion = np.random.default_rng(1).normal(size=(3000, 263)).astype(np.float32)
+    moments = [{"text": "a person waves", "start": 10.0, "end": 12.0},
+               {"text": "a person jumps", "start": 120.0, "end": 125.0}]
+    meta = {"dataset": "t", "split": "train", "fps": 20.0, "duration": 150.0, "mirrored": False, "source": "s",
+            "texts": [], "moments": moments}
+    index = write_shards([{"key": f"x{i}", "motion": motion, "meta": meta} for i in range(40)], tmp_path)
+    read = dict(rank=0, world_size=1, min_frames=20, max_frames=400, crop_to_caption=False, load_video=False)
+    first = next(iter(ShardDataset(index, training=False, **read)))
+    assert first["span"] == (0, 400) and np.array_equal(first["motion"], motion[:400])
+    windows = [s["span"] for s in ShardDataset(index, training=True, seed=5, **read)]
+    assert all(stop - start == 400 for start, stop in windows)
+    inside = [any(start <= m["start"] * 20 and m["end"] * 20 <= stop for m in moments) for start, stop in windows]
+    assert all(inside)
+    assert len(set(windows)) > 10 and {start < 1000 for start, _ in windows} == {True, False}
+
+
 def mixed_split_set(path, n=48, maxcount=5):
     """Samples 0..n-1 with meta.split train, train, val, test, train, ... mixed inside every shard."""
     def sample(i):
