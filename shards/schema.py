@@ -316,10 +316,13 @@ class ShardIndex:
         """Raise (naming both and the fix) unless this set's motions follow `expected` ("" = any)."""
         if expected and self.motion_features != expected:
             redo = "released" if expected == "humanml3d" else "trimo"
-            raise ShardError(f"{self.location or 'shard set'} holds {self.motion_features!r} motion features but "
-                             f"{user} {expected!r} ones; write the data with {expected!r} features "
-                             f"(HumanML3D: trimo-convert-humanml3d --features {redo}) or train a model on "
-                             f"{self.motion_features!r} data", "motion_features")
+            where = self.location or "shard set"
+            folder = where.rsplit("/", 1)[0] if where.endswith(INDEX_NAME) else where
+            raise ShardError(f"{where} holds {self.motion_features!r} motion features but {user} {expected!r} "
+                             f"ones; convert the set (trimo-convert-features {folder} -o OUT --to {expected}), "
+                             f"write it again with {expected!r} features (--features {expected} on "
+                             f"trimo-make-shards and trimo-convert; trimo-convert-humanml3d --features {redo}), "
+                             f"or train a model on {self.motion_features!r} data", "motion_features")
 
     def stats(self):
         """The stored feature statistics as a motion.features.FeatureStats (None if absent)."""

@@ -191,15 +191,23 @@ class Trainer:
                   + (f"; after step {horizon} the lr stays at its final value" if self.cfg.run.max_steps > horizon else ""),
                   flush=True)
 
-    def _install_signal_handlers(self) -> None:
+    @contextmanager
+    def _stop_on_signals(self):
+        """SIGTERM/SIGINT ask for a stop at the next step end (with a checkpoint); the process's
+        own handlers come back afterwards, so that a trainer run inside another program (a test, a
+        notebook) leaves no handler behind for the processes it forks later."""
         def handler(signum, frame):
             if self.stop_signal is not None:   # a second signal: stop now, without a checkpoint
                 signal.signal(signum, signal.SIG_DFL)
                 os.kill(os.getpid(), signum)
             self.stop_signal = signum
 
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, handler)
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
 
     # --- one step -----------------------------------------------------------------------------
     def _micro_batch(self, task: str, step: int, micro: int) -> dict:
@@ -331,7 +339,11 @@ class Trainer:
         logger = RunLogger(cfg, self.run_dir, acc.is_main_process, self.state["step"])
         if self.resumed_from is not None:
             logger.message(f"resumed from {self.resumed_from} at step {self.state['step']}")
-        self._install_signal_handlers()
+        with self._stop_on_signals():
+            return self._fit(logger)
+
+    def _fit(self, logger: RunLogger) -> dict[str, Any]:
+        cfg, acc = self.cfg, self.accelerator
         logger.message(self.describe())
         self.model.train()
         status = "finished"

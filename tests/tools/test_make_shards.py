@@ -202,3 +202,52 @@ def test_table_to_two_rank_training_and_evaluation(tmp_path, request, real):
     assert report["retrieval"]["n_items"] == n_test and report["retrieval"]["n_video_items"] == n_test
     assert report["localization"]["n_queries"] == n_spans and report["localization"]["n_motions"] == n_test
     assert 0.0 <= report["localization"]["model"]["normal"]["mIoU"] <= 100.0
+
+
+def test_one_feature_definition_from_released_humanml3d_to_own_bvh(tmp_path, capsys, caplog):
+    """A model trained on a HumanML3D release converted with --features released evaluates a BVH
+    library made with trimo-make-shards --features humanml3d (both indexes say "humanml3d") without
+    a warning; the same library made with trimo's features is refused, naming both and the fix."""
+    from configs.loading import load_run_config
+    from configs.schema import ExperimentConfig
+    from fixtures.mocap_builders import write_humanml3d
+    from fixtures.trainer_fixtures import write_text_backbone
+    from launch import evaluate
+    from launch.train import main as train
+    from tools import convert_humanml3d
+
+    ids = [f"{i:06d}" for i in range(8)]
+    h3d = write_humanml3d(tmp_path / "HumanML3D", dict.fromkeys(ids, 60),
+                          {i: f"a person walks {i}#a/DET#0.0#0.0\n" for i in ids},
+                          {"train": ids[:6], "test": ids[6:]})
+    assert convert_humanml3d.main([str(h3d), "-o", str(tmp_path / "h3d"), "--splits", "train,test",
+                                   "--features", "released"]) == 0
+    assert load_index(str(tmp_path / "h3d" / "train")).motion_features == "humanml3d"
+    repo = Path(__file__).resolve().parents[2]
+    assert train(["--config", str(repo / "configs" / "tiny_test.yaml"), f"run.output_dir={tmp_path / 'run'}",
+                  f"data.retrieval.index={tmp_path / 'h3d' / 'train'}", "model.use_localization=false",
+                  "model.retrieval.use_video=false", f"model.retrieval.text.backbone={write_text_backbone(tmp_path / 'bert')}",
+                  "data.retrieval.batch_size=2", "data.num_workers=0", "run.max_steps=1", "validation.every=0",
+                  "logging.wandb=false"]) == 0
+    export = tmp_path / "run" / "export"
+    assert load_run_config(ExperimentConfig, export).model.motion_features == "humanml3d"
+
+    root = tmp_path / "mocap"
+    root.mkdir()
+    for i in range(3):
+        walking_bvh(root / f"take{i}.bvh", n_frames=60 + 15 * i, fps=30.0)
+    table = tmp_path / "captions.csv"
+    table.write_text("path,text,split\n" + "".join(f"take{i}.bvh,a person walks {i},test\n" for i in range(3)))
+    for features in ("humanml3d", "trimo"):
+        assert make_shards.main(["--captions", str(table), "--root", str(root), "-o", str(tmp_path / features),
+                                 "--features", features]) == 0
+        assert load_index(str(tmp_path / features)).motion_features == features
+    caplog.clear()
+    assert evaluate.main(["--model", str(export), "--shards", str(tmp_path / "humanml3d"), "--no-pyramid",
+                          "--no-corpus", "--out", str(tmp_path / "eval")]) == 0
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["retrieval"]["n_items"] == 3
+    assert not [r for r in caplog.records if r.levelname == "WARNING" and "feature" in r.getMessage()]
+    with pytest.raises(SystemExit, match="holds 'trimo' motion features but the model reads 'humanml3d' ones; "
+                                         rf"convert the set \(trimo-convert-features {tmp_path / 'trimo'} -o OUT "
+                                         "--to humanml3d\\)"):
+        evaluate.main(["--model", str(export), "--shards", str(tmp_path / "trimo"), "--out", str(tmp_path / "e2")])

@@ -3,6 +3,7 @@ losses, validation and the best checkpoint, the schedule horizon on resume, clea
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -36,7 +37,10 @@ def test_nonfinite_skip_validation_best_and_horizon(data, capsys):
             "validation.every=2", "validation.split=train", *overrides,
             f"validation.retrieval_index={overrides[0].split('=', 1)[1]}",
             f"validation.localization_index={overrides[1].split('=', 1)[1]}"]
+    handlers = [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)]
     assert main(args, callback=FaultInjection(nonfinite_loss="1")) == 0   # the first micro-batch of the 2nd step
+    # the trainer's stop-on-signal handlers are gone afterwards (forked pools would inherit them)
+    assert [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)] == handlers
     recs = records(run_dir)
     assert [r["step"] for r in recs] == [1, 2, 3, 4]
     assert [r["nonfinite_skipped"] for r in recs] == [0, 1, 0, 0]

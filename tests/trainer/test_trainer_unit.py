@@ -352,6 +352,11 @@ def test_config_rejects_test_split_and_unknown_mixing():
     with pytest.raises(ConfigError, match="never on"):
         load_experiment([REPO / "configs" / "tiny_test.yaml"], ["data.retrieval.index=x", "data.localization.index=y",
                                                                "validation.split=test"])
+    # a head that is on without its data stops at start and names the key (no built-in data)
+    with pytest.raises(ConfigError, match="model.use_localization is on but data.localization.index is empty"):
+        load_experiment([REPO / "configs" / "tiny_test.yaml"], ["data.retrieval.index=x"])
+    with pytest.raises(ConfigError, match="data.retrieval.index"):
+        load_experiment([REPO / "configs" / "own_data.yaml"], [])
     with pytest.raises(ConfigError, match="data.mixing"):
         load_experiment([REPO / "configs" / "tiny_test.yaml"], ["data.retrieval.index=x", "data.localization.index=y",
                                                                "data.mixing=shuffle"])
