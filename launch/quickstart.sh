@@ -10,14 +10,7 @@ data="data/demo-$size"
 run="runs/quickstart"
 
 echo "[trimo] 1/3 demo corpus ($size) -> $data"
-current() {  # a shard set this trimo reads (its schema version is current)
-    python -c "import sys; from shards.reader import load_index; load_index(sys.argv[1])" "$1" 2>/dev/null
-}
-if current "$data/retrieval/shards.json" && current "$data/localization/shards.json"; then
-    echo "[trimo] reusing $data (delete it to rebuild)"
-else
-    trimo-build-demo --out "$data" --size "$size" --seed 0
-fi
+ensure_demo "$data" "$size"
 
 echo "[trimo] 2/3 training all heads jointly: 2 processes, DeepSpeed ZeRO-2 on CPU"
 rm -rf "$run"

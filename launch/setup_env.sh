@@ -57,3 +57,15 @@ export TRANSFORMERS_OFFLINE=1
 export WANDB_MODE="${WANDB_MODE:-offline}"
 export TOKENIZERS_PARALLELISM=false
 cd "$ROOT"
+
+# ensure_demo DIR SIZE: the demo corpus in DIR, built unless both of its shard sets are ones this
+# trimo reads (an index of an older schema version is rebuilt, never trained on).
+ensure_demo() {
+    local data="$1" size="$2"
+    if python -c "import sys; from shards.reader import load_index; [load_index(p) for p in sys.argv[1:]]" \
+        "$data/retrieval/shards.json" "$data/localization/shards.json" 2>/dev/null; then
+        echo "[trimo] reusing $data (delete it to rebuild)"
+    else
+        trimo-build-demo --out "$data" --size "$size" --seed 0
+    fi
+}

@@ -1,0 +1,417 @@
+"""Search one's own motion library with a trained trimo model: the library API under `trimo-search`.
+
+    searcher = Searcher("runs/mine/export")
+    index, skipped = searcher.build_index(["my_mocap/"])          # BVH, ASF/AMC, AMASS, .npy, shard sets
+    index.save("my_mocap.index")                                   # my_mocap.index.safetensors + .json
+    searcher.search_text(index, "a person jumps", k=5)             # [Hit(id, path, score, start_s, end_s)]
+    searcher.moments(index, "a person jumps", k=5)                 # [Moment(id, start_s, end_s, score, ...)]
+
+Every motion is embedded as chunks of `chunk_s` seconds (the corpus protocol's chunks, so long
+takes are searched where the model was trained: on clips of seconds, not minutes); a motion's
+score is its best chunk's cosine, and a hit names that chunk's span. Moments come from the
+localization head when the model has one (candidates: the best motions by chunk score, ranked by
+p_start * p_end * exp(lambda * score) as in the corpus protocol), else from the temporal pyramid
+over the model's embeddings inside each candidate's best chunk. All model calls go through `evaluation.inference.Encoder`, the task
+API that training and evaluation use.
+
+An index stores the motions' features (moments need them), the chunk embeddings, each motion's
+source path, size and mtime (`add` embeds only new or changed files) and the model's fingerprint
+(a hash of its weights) and feature definition: a query with another model is refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from configs.schema import EvalOptions
+from evaluation import protocols as M
+from evaluation.inference import Encoder
+
+MOTION_SUFFIXES = (".bvh", ".amc", ".npz", ".npy")
+FPS = 20.0
+INDEX_VERSION = 1
+_DEFAULTS = EvalOptions()
+
+
+class SearchIndexError(ValueError):
+    """An index that cannot be used with this model (or at all); the message says what to do."""
+
+
+class SkippedFile(Exception):
+    """A library file that could not be indexed: `reason` is a short category."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass
+class Hit:
+    id: str
+    path: str
+    score: float          # cosine of the query and the motion's best chunk
+    start_s: float        # that chunk's span
+    end_s: float
+
+
+@dataclass
+class Moment:
+    id: str
+    path: str
+    start_s: float
+    end_s: float
+    score: float                          # head: p_start * p_end * exp(lambda * r); pyramid: cosine
+    method: str                           # "head" or "pyramid"
+    duration_s: float
+    p_start: list[float] = field(default_factory=list)   # per snippet (head only), for plots
+    p_end: list[float] = field(default_factory=list)
+
+
+@dataclass
+class MotionIndex:
+    """Motions (features at 20 fps) and their chunk embeddings, tied to one model."""
+
+    model: str                             # the model folder the index was built with
+    fingerprint: str                       # sha256 of the model's weights
+    motion_features: str                   # 263-d definition of the stored features
+    chunk_s: float = _DEFAULTS.chunk_s
+    chunk_overlap: float = _DEFAULTS.chunk_overlap
+    entries: list[dict] = field(default_factory=list)    # id, path, frames, duration_s, size, mtime
+    features: list[np.ndarray] = field(default_factory=list)
+    chunk_emb: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    chunk_owner: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    chunk_span: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def position(self, motion_id: str) -> int:
+        for i, entry in enumerate(self.entries):
+            if entry["id"] == motion_id:
+                return i
+        raise KeyError(f"no motion {motion_id!r} in the index (ids look like {self.entries[0]['id']!r})"
+                       if self.entries else "the index is empty")
+
+    def save(self, path: str | Path) -> tuple[Path, Path]:
+        """PATH.safetensors (features, chunk embeddings) and PATH.json (everything else), each
+        written to a temporary name and renamed, so an index is never left half-written."""
+        from safetensors.numpy import save_file
+
+        tensors_path, meta_path = index_paths(path)
+        tensors_path.parent.mkdir(parents=True, exist_ok=True)
+        offsets = np.cumsum([0] + [len(f) for f in self.features]).astype(np.int64)
+        features = np.concatenate(self.features) if self.features else np.zeros((0, 263), np.float32)
+        tensors = {"features": features.astype(np.float32), "offsets": offsets, "chunk_emb": self.chunk_emb,
+                   "chunk_owner": self.chunk_owner, "chunk_span": self.chunk_span}
+        meta = {"version": INDEX_VERSION, "model": self.model, "fingerprint": self.fingerprint,
+                "motion_features": self.motion_features, "chunk_s": self.chunk_s,
+                "chunk_overlap": self.chunk_overlap, "entries": self.entries}
+        for target, write in ((tensors_path, lambda p: save_file(tensors, str(p))),
+                              (meta_path, lambda p: p.write_text(json.dumps(meta, indent=1), encoding="utf-8"))):
+            tmp = target.with_name(target.name + ".tmp")
+            write(tmp)
+            os.replace(tmp, target)
+        return tensors_path, meta_path
+
+    @classmethod
+    def load(cls, path: str | Path) -> MotionIndex:
+        from safetensors.numpy import load_file
+
+        tensors_path, meta_path = index_paths(path)
+        if not meta_path.is_file() or not tensors_path.is_file():
+            raise SearchIndexError(f"{path}: no index there ({meta_path.name} and {tensors_path.name}); "
+                              "build one with `trimo-search index --model EXPORT FOLDER -o INDEX`")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("version") != INDEX_VERSION:
+            raise SearchIndexError(f"{meta_path}: index version {meta.get('version')} (this trimo reads "
+                              f"{INDEX_VERSION}); build it again with `trimo-search index`")
+        t = load_file(str(tensors_path))
+        offsets = t["offsets"]
+        features = [t["features"][a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+        return cls(model=meta["model"], fingerprint=meta["fingerprint"], motion_features=meta["motion_features"],
+                   chunk_s=meta["chunk_s"], chunk_overlap=meta["chunk_overlap"], entries=meta["entries"],
+                   features=features, chunk_emb=t["chunk_emb"], chunk_owner=t["chunk_owner"],
+                   chunk_span=t["chunk_span"])
+
+
+def index_paths(path: str | Path) -> tuple[Path, Path]:
+    """INDEX -> (INDEX.safetensors, INDEX.json); either file's own name is accepted too."""
+    path = Path(path)
+    if path.suffix in (".json", ".safetensors"):
+        path = path.with_suffix("")
+    return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 over the model's weights (names, shapes, float32 bytes), whatever folder they came from."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        value = tensor.detach().cpu()
+        value = value.float() if value.is_floating_point() else value
+        digest.update(f"{name}:{tuple(value.shape)}:{value.dtype}".encode())
+        digest.update(value.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- reading a library
+
+def library_files(paths: Iterable[str | Path]) -> Iterator[tuple[str, Path]]:
+    """(id, file) for every motion file under the given files/folders, and (id, shards.json) for
+    shard sets; an id is the path relative to the folder given, without its suffix."""
+    for given in map(Path, paths):
+        if given.name == "shards.json" or (given / "shards.json").is_file():
+            yield given.stem if given.is_file() else given.name, given
+        elif given.is_dir():
+            for file in sorted(p for p in given.rglob("*") if p.suffix.lower() in MOTION_SUFFIXES and p.is_file()):
+                yield file.relative_to(given).with_suffix("").as_posix(), file
+        else:
+            yield given.stem, given
+
+
+def read_file_motions(file: Path, definition: str, *, mapping: str | None = None, units: str = "auto",
+                      body_model_dir: str | None = None) -> list[tuple[str, np.ndarray]]:
+    """('', features at 20 fps) of a mocap file, or (key, features) of every sample of a shard set."""
+    from motion.features import joints_to_features
+    from motion.importers import load_motion
+    from motion.importers.common import MotionImportError
+
+    if file.name == "shards.json" or file.is_dir():
+        return _shard_set_motions(file, definition)
+    if not file.is_file():
+        raise SkippedFile(f"{file}: not found", "not_found")
+    try:
+        if file.suffix.lower() == ".npy":
+            array = np.load(file, allow_pickle=False, mmap_mode="r")
+            if array.ndim == 2 and array.shape[1] == 263:   # HumanML3D's new_joint_vecs: released features
+                if definition != "humanml3d":
+                    raise SkippedFile(f"{file}: 263-d features in HumanML3D's released definition, but the model "
+                                      f"reads {definition!r} ones; index the joints (new_joints/) instead",
+                                      "motion_features")
+                return [("", np.asarray(array, dtype=np.float32))]
+        joints = load_motion(file, mapping=mapping, units=units, body_model_dir=body_model_dir).to_canonical()
+        return [("", joints_to_features(joints, source=str(file), definition=definition))]
+    except (MotionImportError, ValueError, OSError) as err:
+        raise SkippedFile(" ".join(str(err).split()), getattr(err, "reason", None) or "bad_input") from None
+
+
+def _shard_set_motions(spec: Path, definition: str) -> list[tuple[str, np.ndarray]]:
+    from shards.reader import iter_decoded, load_index
+    from shards.schema import ShardError
+
+    try:
+        index = load_index(str(spec))
+        index.require_motion_features(definition, "the model reads")
+        folder = spec.parent if spec.name == "shards.json" else spec
+        return [(s["key"], s["motion"]) for s in iter_decoded([str(folder / e.name) for e in index.shards],
+                                                              members=("motion.npy", "meta.json"))]
+    except ShardError as err:
+        raise SkippedFile(str(err), err.reason) from None
+
+
+# ---------------------------------------------------------------- the searcher
+
+class Searcher:
+    """A trained model (export folder, checkpoint or run directory) loaded once, for indexing and queries."""
+
+    def __init__(self, model: str | Path, device: str = "cpu", batch_size: int = 32, progress: bool = True):
+        from trainer.export import load_model
+
+        self.model_path = str(model)
+        net, tokenizer, cfg = load_model(model, device)
+        self.cfg = cfg
+        self.encoder = Encoder(net, tokenizer, cfg.model.retrieval.text.max_tokens, batch_size, device, progress)
+        self.fingerprint = model_fingerprint(net)
+        self.motion_features = net.cfg.motion_features or "trimo"
+        self.has_head = getattr(net, "localization", None) is not None
+        self.has_video = getattr(net.retrieval, "video_encoder", None) is not None
+
+    # embeddings (L2-normalized rows)
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        return _normalized(self.encoder.texts(texts))
+
+    def embed_motions(self, motions: list[np.ndarray]) -> np.ndarray:
+        return _normalized(self.encoder.motions(motions))
+
+    def embed_videos(self, videos: Iterable[np.ndarray]) -> np.ndarray:
+        if not self.has_video:
+            raise ValueError(f"the model {self.model_path} has no video encoder (trained with use_video=false)")
+        return _normalized(self.encoder.videos(videos))
+
+    # the index
+    def new_index(self) -> MotionIndex:
+        return MotionIndex(model=self.model_path, fingerprint=self.fingerprint, motion_features=self.motion_features)
+
+    def check(self, index: MotionIndex) -> None:
+        if index.fingerprint != self.fingerprint:
+            raise SearchIndexError(f"the index was built with another model ({index.model}, weights "
+                              f"{index.fingerprint[:12]}) than {self.model_path} ({self.fingerprint[:12]}); "
+                              f"embeddings of two models do not compare: build the index again with "
+                              f"`trimo-search index --model {self.model_path} ...`, or query with --model {index.model}")
+        if index.motion_features != self.motion_features:
+            raise SearchIndexError(f"the index holds {index.motion_features!r} features but the model reads "
+                              f"{self.motion_features!r} ones; build the index again with this model")
+
+    def add(self, index: MotionIndex, paths: Iterable[str | Path], *, mapping: str | None = None,
+            units: str = "auto", body_model_dir: str | None = None) -> tuple[int, list[tuple[str, str, str]]]:
+        """Embed the motions of `paths` that the index lacks or whose file changed (size, mtime);
+        the rest is kept as it is. Returns (motions added, [(file, reason, message)] skipped)."""
+        from tqdm import tqdm
+
+        self.check(index)
+        known = {(e["path"], e.get("key", "")): (e["size"], e["mtime"]) for e in index.entries}
+        ids = {e["id"] for e in index.entries}
+        files = list(library_files(paths))
+        added, skipped = 0, []
+        new_features, new_entries = [], []
+        for motion_id, file in tqdm(files, desc="reading motions", disable=not self.encoder.progress):
+            stat = file.stat() if file.exists() else None
+            try:
+                motions = read_file_motions(file, self.motion_features, mapping=mapping, units=units,
+                                            body_model_dir=body_model_dir)
+            except SkippedFile as err:
+                skipped.append((str(file), err.reason, str(err)))
+                continue
+            for key, features in motions:
+                signature = (stat.st_size, int(stat.st_mtime)) if stat else (0, 0)
+                if known.get((str(file.resolve()), key)) == signature:
+                    continue
+                if len(features) < 2:
+                    skipped.append((str(file), "too_short", f"{file}{':' + key if key else ''}: "
+                                                            f"{len(features)} frame(s) at 20 fps"))
+                    continue
+                full_id = f"{motion_id}/{key}" if key else motion_id
+                if full_id in ids:   # a changed file: drop the old entry
+                    self._drop(index, index.position(full_id))
+                ids.add(full_id)
+                new_entries.append({"id": full_id, "path": str(file.resolve()), "key": key,
+                                    "frames": len(features), "duration_s": len(features) / FPS,
+                                    "size": signature[0], "mtime": signature[1]})
+                new_features.append(np.asarray(features, dtype=np.float32))
+                added += 1
+        if new_features:
+            self._append(index, new_entries, new_features)
+        return added, skipped
+
+    def build_index(self, paths: Iterable[str | Path], **read_options) -> tuple[MotionIndex, list]:
+        index = self.new_index()
+        _, skipped = self.add(index, paths, **read_options)
+        return index, skipped
+
+    def _append(self, index: MotionIndex, entries: list[dict], features: list[np.ndarray]) -> None:
+        chunks, owners, spans = [], [], []
+        for i, motion in enumerate(features, start=len(index.entries)):
+            for start, stop in M.chunk_windows(len(motion), FPS, index.chunk_s, index.chunk_overlap):
+                chunks.append(motion[start:stop])
+                owners.append(i)
+                spans.append((start, stop))
+        emb = self.embed_motions(chunks)
+        index.chunk_emb = emb if not len(index.chunk_emb) else np.concatenate([index.chunk_emb, emb])
+        index.chunk_owner = np.concatenate([index.chunk_owner, np.asarray(owners, np.int64)])
+        index.chunk_span = np.concatenate([index.chunk_span, np.asarray(spans, np.int64).reshape(-1, 2)])
+        index.entries += entries
+        index.features += features
+
+    @staticmethod
+    def _drop(index: MotionIndex, position: int) -> None:
+        keep = index.chunk_owner != position
+        index.chunk_emb, index.chunk_span = index.chunk_emb[keep], index.chunk_span[keep]
+        owner = index.chunk_owner[keep]
+        index.chunk_owner = owner - (owner > position)
+        del index.entries[position], index.features[position]
+
+    # queries
+    def search_text(self, index: MotionIndex, text: str, k: int = 5) -> list[Hit]:
+        return self._search(index, self.embed_texts([text])[0], k)
+
+    def search_motion(self, index: MotionIndex, features: np.ndarray, k: int = 5) -> list[Hit]:
+        """Motions like an example (263-d features of the model's definition, 20 fps)."""
+        return self._search(index, self.embed_motions([np.asarray(features, np.float32)])[0], k)
+
+    def search_video(self, index: MotionIndex, video: np.ndarray, k: int = 5) -> list[Hit]:
+        """Motions like a clip: uint8 (frames, 3, H, W) at the model's video size."""
+        return self._search(index, self.embed_videos([video])[0], k)
+
+    def _search(self, index: MotionIndex, query: np.ndarray, k: int) -> list[Hit]:
+        self.check(index)
+        if not len(index):
+            return []
+        best_chunk = self._best_chunks(index, query)
+        scores = np.array([index.chunk_emb[c] @ query for c in best_chunk])
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [Hit(index.entries[m]["id"], index.entries[m]["path"], float(scores[m]),
+                    *(float(v) / FPS for v in index.chunk_span[best_chunk[m]])) for m in order]
+
+    @staticmethod
+    def _best_chunks(index: MotionIndex, query: np.ndarray) -> np.ndarray:
+        """Per motion, the position of its best-scoring chunk."""
+        sim = index.chunk_emb @ query
+        best = np.full(len(index), -1, np.int64)
+        for c in np.argsort(-sim, kind="stable"):
+            if best[index.chunk_owner[c]] < 0:
+                best[index.chunk_owner[c]] = c
+        return best
+
+    def moments(self, index: MotionIndex, text: str, k: int = 5, motion_id: str | None = None,
+                candidates: int = 10, corpus_lambda: float = _DEFAULTS.corpus_lambda) -> list[Moment]:
+        """The k best moments for `text`: in one motion (`motion_id`) or among the `candidates`
+        motions whose chunks match it best."""
+        self.check(index)
+        if not len(index):
+            return []
+        query = self.embed_texts([text])[0]
+        best_chunk = self._best_chunks(index, query)
+        r = np.array([index.chunk_emb[c] @ query for c in best_chunk])
+        if motion_id is not None:
+            top = [index.position(motion_id)]
+        else:
+            top = [int(m) for m in np.argsort(-r, kind="stable")[:candidates]]
+        found = self._head_moments(index, text, top, r, k, corpus_lambda) if self.has_head else \
+            self._pyramid_moments(index, query, top, best_chunk, k)
+        found.sort(key=lambda m: -m.score)
+        return found[:k]
+
+    def _head_moments(self, index, text, top, r, k, corpus_lambda) -> list[Moment]:
+        preds = self.encoder.localize([index.features[m] for m in top], [FPS] * len(top), [text] * len(top),
+                                      top_k=k)
+        out = []
+        for m, p in zip(top, preds):
+            entry = index.entries[m]
+            for start, end, p_se in zip(p["topk_start_s"], p["topk_end_s"], p["topk_score"]):
+                if start < 0:      # a short motion has fewer spans
+                    continue
+                out.append(Moment(entry["id"], entry["path"], float(start), float(end),
+                                  float(p_se * math.exp(corpus_lambda * r[m])), "head", entry["duration_s"],
+                                  p["p_start"].tolist(), p["p_end"].tolist()))
+        return out
+
+    def _pyramid_moments(self, index, query, top, best_chunk, k) -> list[Moment]:
+        """The temporal pyramid's best windows inside each candidate's best chunk (the whole take
+        would be tens of thousands of windows for a take of minutes)."""
+        out = []
+        for m in top:
+            motion, entry = index.features[m], index.entries[m]
+            first, stop = (int(v) for v in index.chunk_span[best_chunk[m]])
+            windows = first + M.pyramid_windows(stop - first, _DEFAULTS.pyramid_min, _DEFAULTS.pyramid_max,
+                                                _DEFAULTS.pyramid_stride)
+            scores = self.embed_motions([motion[s:e] for s, e in windows]) @ query
+            for w in np.argsort(-scores, kind="stable")[:k]:
+                out.append(Moment(entry["id"], entry["path"], float(windows[w, 0]) / FPS,
+                                  float(windows[w, 1]) / FPS, float(scores[w]), "pyramid", entry["duration_s"]))
+        return out
+
+
+def _normalized(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def as_dicts(items: list) -> list[dict]:
+    return [asdict(i) for i in items]
