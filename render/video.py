@@ -12,6 +12,7 @@ import importlib.util
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from render.scene import MeshClip
 BODIES = ("capsule", "stick", "avatar")
 BACKENDS = ("auto", "egl", "numpy")
 log = logging.getLogger(__name__)
-_gl_renderer = None
+_gl_renderers: dict[int, object] = {}   # thread id -> its renderer (an EGL context is current in one thread)
 _gl_error: Exception | None = None
 _gl_pid: int | None = None
 EGL_HINT = ("install the system GL libraries (Debian/Ubuntu: apt-get install -y --no-install-recommends "
@@ -52,28 +53,31 @@ def _create_gl_renderer():
 
 
 def gl_renderer():
-    """The process's OpenGL renderer, created on first use; raises RenderError if EGL can't start.
+    """This thread's OpenGL renderer, created on first use; raises RenderError if EGL can't start.
 
-    Each process needs its own context. A process forked from one that already made a context
-    can't make another (Mesa's inherited locks hang it), so it gets a RenderError instead: render
-    only in the workers, or start them with 'spawn' / 'forkserver'.
+    Each process needs its own context, and each thread: a context is current in the thread that
+    made it (a web server renders in its worker threads). A process forked from one that already
+    made a context can't make another (Mesa's inherited locks hang it), so it gets a RenderError
+    instead: render only in the workers, or start them with 'spawn' / 'forkserver'.
     """
-    global _gl_renderer, _gl_error, _gl_pid
+    global _gl_error, _gl_pid
     if _gl_pid != os.getpid():
-        inherited = _gl_renderer is not None
-        _gl_renderer, _gl_error, _gl_pid = None, None, os.getpid()
+        inherited = bool(_gl_renderers)
+        _gl_renderers.clear()
+        _gl_error, _gl_pid = None, os.getpid()
         if inherited:
             _gl_error = ForkedContextError("this process was forked after its parent created an OpenGL context; "
                                            "render only in worker processes or start them with 'spawn'")
-    if _gl_renderer is None and _gl_error is None:
+    thread = threading.get_ident()
+    if thread not in _gl_renderers and _gl_error is None:
         try:
-            _gl_renderer = _create_gl_renderer()
+            _gl_renderers[thread] = _create_gl_renderer()
         except Exception as err:  # moderngl/glcontext raise plain Exceptions for missing EGL
             _gl_error = err
-    if _gl_renderer is None:
+    if thread not in _gl_renderers:
         hint = "" if isinstance(_gl_error, ForkedContextError) else f"; {EGL_HINT}"
         raise RenderError(f"OpenGL (EGL) cannot start: {type(_gl_error).__name__}: {_gl_error}{hint}")
-    return _gl_renderer
+    return _gl_renderers[thread]
 
 
 def resolve_backend(backend: str) -> str:

@@ -5,6 +5,7 @@
     trimo-search query my_mocap.index --motion example.bvh        # motions like an example clip
     trimo-search query my_mocap.index --video example.mp4         # motions like a video (3-modal models)
     trimo-search moments my_mocap.index "a person jumps" [--motion-id ID] -k 5 [--json]
+    trimo-search serve my_mocap.index [--port 7860]                # the search page (search/web.py)
 
 `index` reads BVH, ASF/AMC, AMASS .npz (with --body-model-dir), joint or HumanML3D feature .npy
 files and shard sets (folders with shards.json), skips what it cannot read with a line each and
@@ -90,6 +91,16 @@ def _moments(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    from search.web import serve
+
+    index = MotionIndex.load(args.index)
+    tensors, _ = index_paths(args.index)
+    serve(_searcher_for(index, args), index, args.cache or tensors.with_name(tensors.stem + ".previews"),
+          args.host, args.port)
+    return 0
+
+
 def _table(head: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     for row in [head, *rows]:
@@ -125,6 +136,13 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--motion-id", default=None, help="search inside this motion only")
             p.add_argument("--candidates", type=int, default=10, help="motions localized (best chunk scores)")
         p.set_defaults(run=run)
+    p = sub.add_parser("serve", help="the search page in a browser")
+    p.add_argument("index", help="index path (as given to `index -o`)")
+    p.add_argument("--model", default=None, help="load this model instead of the one the index names")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--cache", default=None, help="folder for rendered previews (default: beside the index)")
+    p.set_defaults(run=_serve)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

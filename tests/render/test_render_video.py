@@ -99,7 +99,7 @@ def test_numpy_fallback_when_egl_cannot_start(monkeypatch, caplog):
         raise RuntimeError("libEGL.so.1: cannot open shared object file")
 
     monkeypatch.setattr(video, "_create_gl_renderer", broken)
-    monkeypatch.setattr(video, "_gl_renderer", None)
+    monkeypatch.setattr(video, "_gl_renderers", {})
     monkeypatch.setattr(video, "_gl_error", None)
     monkeypatch.setattr(video.resolve_backend, "warned", False, raising=False)
     joints = synthetic_clip(4, seed=5)
@@ -109,6 +109,25 @@ def test_numpy_fallback_when_egl_cannot_start(monkeypatch, caplog):
     np.testing.assert_array_equal(frames, render_frames(joints, size=32, backend="numpy"))
     with pytest.raises(RenderError, match="apt-get install"):
         render_frames(joints, size=32, backend="egl")
+
+
+def test_another_thread_renders_with_its_own_context():
+    """A context is current in the thread that made it: a second thread (a web server's worker)
+    gets its own and renders the same frames."""
+    import threading
+
+    pytest.importorskip("moderngl")
+    joints = synthetic_clip(6, seed=7)
+    try:
+        here = render_frames(joints, size=48, backend="egl")
+    except RenderError as err:
+        pytest.skip(f"EGL is not available here: {err}")
+    there = {}
+    thread = threading.Thread(target=lambda: there.update(frames=render_frames(joints, size=48, backend="egl")))
+    thread.start()
+    thread.join()
+    np.testing.assert_array_equal(there["frames"], here)
+    assert len(video._gl_renderers) >= 2
 
 
 def test_bad_input_names_the_problem():

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from evaluation import protocols as M
-from fixtures import trainer_fixtures
 from fixtures.mocap_builders import walking_bvh
 from fixtures.synthetic_motion import synthetic_clip
 from search.library import FPS, MotionIndex, SearchIndexError, Searcher
@@ -20,27 +19,6 @@ from tools import search as cli
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures"
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _train(root: Path, name: str, extra: list[str]) -> Path:
-    from launch.train import main as train
-
-    overrides = trainer_fixtures.write_all(root / "data") if not (root / "data").exists() else {
-        "data.retrieval.index": str(root / "data" / "retrieval" / "shards.json"),
-        "data.localization.index": str(root / "data" / "localization" / "shards.json"),
-        "model.retrieval.text.backbone": str(root / "data" / "text_backbone")}
-    assert train(["--config", str(REPO / "configs" / "tiny_test.yaml"), f"run.output_dir={root / name}",
-                  *[f"{k}={v}" for k, v in overrides.items()], "run.max_steps=2", "validation.every=0",
-                  "logging.wandb=false", "data.num_workers=0", *extra]) == 0
-    return root / name / "export"
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("search_models")
-    return {"head": _train(root, "head", []),
-            "pyramid": _train(root, "pyramid", ["model.use_localization=false"]),
-            "other": _train(root, "other", ["run.seed=1"])}
 
 
 @pytest.fixture
