@@ -291,7 +291,7 @@ class Searcher:
                 if full_id in ids:   # a changed file: drop the old entry
                     self._drop(index, index.position(full_id))
                 ids.add(full_id)
-                new_entries.append({"id": full_id, "path": str(file.resolve()), "key": key,
+                new_entries.append({"id": full_id, "path": str(file.resolve()), "key": key, "fps": FPS,
                                     "frames": len(features), "duration_s": len(features) / FPS,
                                     "size": signature[0], "mtime": signature[1]})
                 new_features.append(np.asarray(features, dtype=np.float32))
@@ -351,13 +351,14 @@ class Searcher:
 
     @staticmethod
     def _best_chunks(index: MotionIndex, query: np.ndarray) -> np.ndarray:
-        """Per motion, the position of its best-scoring chunk."""
+        """Per motion, the position of its best-scoring chunk (the first on ties). A motion's chunks
+        are contiguous and in motion order (`_append` adds, `_drop` removes whole motions)."""
         sim = index.chunk_emb @ query
-        best = np.full(len(index), -1, np.int64)
-        for c in np.argsort(-sim, kind="stable"):
-            if best[index.chunk_owner[c]] < 0:
-                best[index.chunk_owner[c]] = c
-        return best
+        first = np.searchsorted(index.chunk_owner, np.arange(len(index)))
+        best = np.maximum.reduceat(sim, first)
+        at_best = np.flatnonzero(sim == best[index.chunk_owner])
+        _, where = np.unique(index.chunk_owner[at_best], return_index=True)
+        return at_best[where]
 
     def moments(self, index: MotionIndex, text: str, k: int = 5, motion_id: str | None = None,
                 candidates: int = 10, corpus_lambda: float = _DEFAULTS.corpus_lambda) -> list[Moment]:
