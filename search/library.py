@@ -6,15 +6,17 @@
     searcher.search_text(index, "a person jumps", k=5)             # [Hit(id, path, score, start_s, end_s)]
     searcher.moments(index, "a person jumps", k=5)                 # [Moment(id, start_s, end_s, score, ...)]
 
-Every motion is embedded as chunks of `chunk_s` seconds (the corpus protocol's chunks, so long
-takes are searched where the model was trained: on clips of seconds, not minutes); a motion's
+Every motion is embedded as chunks of `chunk_s` seconds with 50% overlap (the corpus protocol's
+chunk length, so long takes are searched where the model was trained: on clips of seconds, not
+minutes); a motion's
 score is its best chunk's cosine, and a hit names that chunk's span. Moments come from the
 localization head when the model has one (candidates: the best motions by chunk score, ranked by
 p_start * p_end * exp(lambda * score) as in the corpus protocol), else from the temporal pyramid
 over the model's embeddings inside each candidate's best chunk. All model calls go through `evaluation.inference.Encoder`, the task
 API that training and evaluation use.
 
-An index stores the motions' features (moments need them), the chunk embeddings, each motion's
+An index stores the motions' features (moments need them; memory-mapped, so loading an index
+reads only its embeddings), the chunk embeddings, each motion's
 source path, size and mtime (`add` embeds only new or changed files) and the model's fingerprint
 (a hash of its weights) and feature definition: a query with another model is refused.
 """
@@ -39,6 +41,9 @@ MOTION_SUFFIXES = (".bvh", ".amc", ".npz", ".npy")
 FPS = 20.0
 INDEX_VERSION = 1
 _DEFAULTS = EvalOptions()
+# Chunks of the corpus protocol's length, at half its hop density: a query reads every chunk
+# embedding (memory-bound), and 50% overlap still puts every action of up to 5 s inside a chunk.
+CHUNK_OVERLAP = 0.5
 
 
 class SearchIndexError(ValueError):
@@ -83,12 +88,19 @@ class MotionIndex:
     fingerprint: str                       # sha256 of the model's weights
     motion_features: str                   # 263-d definition of the stored features
     chunk_s: float = _DEFAULTS.chunk_s
-    chunk_overlap: float = _DEFAULTS.chunk_overlap
+    chunk_overlap: float = CHUNK_OVERLAP
     entries: list[dict] = field(default_factory=list)    # id, path, frames, duration_s, size, mtime
     features: list[np.ndarray] = field(default_factory=list)
     chunk_emb: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     chunk_owner: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     chunk_span: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
+    _first: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def chunk_first(self) -> np.ndarray:
+        """Each motion's first chunk, and the number of chunks at the end (kept until the chunks change)."""
+        if self._first is None or len(self._first) != len(self) + 1:
+            self._first = np.searchsorted(self.chunk_owner, np.arange(len(self) + 1))
+        return self._first
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -100,54 +112,67 @@ class MotionIndex:
         raise KeyError(f"no motion {motion_id!r} in the index (ids look like {self.entries[0]['id']!r})"
                        if self.entries else "the index is empty")
 
-    def save(self, path: str | Path) -> tuple[Path, Path]:
-        """PATH.safetensors (features, chunk embeddings) and PATH.json (everything else), each
-        written to a temporary name and renamed, so an index is never left half-written."""
+    def save(self, path: str | Path) -> tuple[Path, Path, Path]:
+        """PATH.safetensors (chunk embeddings, spans, owners, feature offsets), PATH.features.npy
+        (every motion's features, one float32 array read back memory-mapped: a query touches only
+        the motions it localizes) and PATH.json (ids, paths, durations, fps, the model). Each is
+        written to a temporary name and renamed, so an index is never left half-written; features
+        are copied motion by motion, so memory stays bounded whatever the library's size."""
+        from numpy.lib.format import open_memmap
         from safetensors.numpy import save_file
 
-        tensors_path, meta_path = index_paths(path)
+        tensors_path, features_path, meta_path = index_paths(path)
         tensors_path.parent.mkdir(parents=True, exist_ok=True)
         offsets = np.cumsum([0] + [len(f) for f in self.features]).astype(np.int64)
-        features = np.concatenate(self.features) if self.features else np.zeros((0, 263), np.float32)
-        tensors = {"features": features.astype(np.float32), "offsets": offsets, "chunk_emb": self.chunk_emb,
-                   "chunk_owner": self.chunk_owner, "chunk_span": self.chunk_span}
+        tmp = features_path.with_name(features_path.name + ".tmp")
+        store = open_memmap(tmp, mode="w+", dtype=np.float32, shape=(int(offsets[-1]), 263))
+        for motion, a, b in zip(self.features, offsets[:-1], offsets[1:]):
+            store[a:b] = motion
+        store.flush()
+        del store
+        os.replace(tmp, features_path)
+        tensors = {"offsets": offsets, "chunk_emb": self.chunk_emb, "chunk_owner": self.chunk_owner,
+                   "chunk_span": self.chunk_span}
         meta = {"version": INDEX_VERSION, "model": self.model, "fingerprint": self.fingerprint,
                 "motion_features": self.motion_features, "chunk_s": self.chunk_s,
                 "chunk_overlap": self.chunk_overlap, "entries": self.entries}
         for target, write in ((tensors_path, lambda p: save_file(tensors, str(p))),
-                              (meta_path, lambda p: p.write_text(json.dumps(meta, indent=1), encoding="utf-8"))):
+                              (meta_path, lambda p: p.write_text(json.dumps(meta), encoding="utf-8"))):
             tmp = target.with_name(target.name + ".tmp")
             write(tmp)
             os.replace(tmp, target)
-        return tensors_path, meta_path
+        return tensors_path, features_path, meta_path
 
     @classmethod
     def load(cls, path: str | Path) -> MotionIndex:
         from safetensors.numpy import load_file
 
-        tensors_path, meta_path = index_paths(path)
-        if not meta_path.is_file() or not tensors_path.is_file():
-            raise SearchIndexError(f"{path}: no index there ({meta_path.name} and {tensors_path.name}); "
-                              "build one with `trimo-search index --model EXPORT FOLDER -o INDEX`")
+        paths = index_paths(path)
+        if not all(p.is_file() for p in paths):
+            raise SearchIndexError(f"{path}: no index there ({', '.join(p.name for p in paths)}); "
+                                   "build one with `trimo-search index --model EXPORT FOLDER -o INDEX`")
+        tensors_path, features_path, meta_path = paths
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if meta.get("version") != INDEX_VERSION:
             raise SearchIndexError(f"{meta_path}: index version {meta.get('version')} (this trimo reads "
-                              f"{INDEX_VERSION}); build it again with `trimo-search index`")
+                                   f"{INDEX_VERSION}); build it again with `trimo-search index`")
         t = load_file(str(tensors_path))
+        store = np.load(features_path, mmap_mode="r", allow_pickle=False)
         offsets = t["offsets"]
-        features = [t["features"][a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+        features = [store[a:b] for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
         return cls(model=meta["model"], fingerprint=meta["fingerprint"], motion_features=meta["motion_features"],
                    chunk_s=meta["chunk_s"], chunk_overlap=meta["chunk_overlap"], entries=meta["entries"],
                    features=features, chunk_emb=t["chunk_emb"], chunk_owner=t["chunk_owner"],
                    chunk_span=t["chunk_span"])
 
 
-def index_paths(path: str | Path) -> tuple[Path, Path]:
-    """INDEX -> (INDEX.safetensors, INDEX.json); either file's own name is accepted too."""
+def index_paths(path: str | Path) -> tuple[Path, Path, Path]:
+    """INDEX -> (INDEX.safetensors, INDEX.features.npy, INDEX.json); a file's own name works too."""
     path = Path(path)
-    if path.suffix in (".json", ".safetensors"):
-        path = path.with_suffix("")
-    return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
+    for suffix in (".json", ".safetensors", ".features.npy"):
+        if path.name.endswith(suffix):
+            path = path.with_name(path.name[:-len(suffix)])
+    return tuple(path.with_name(path.name + suffix) for suffix in (".safetensors", ".features.npy", ".json"))
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
@@ -318,6 +343,7 @@ class Searcher:
         index.chunk_span = np.concatenate([index.chunk_span, np.asarray(spans, np.int64).reshape(-1, 2)])
         index.entries += entries
         index.features += features
+        index._first = None
 
     @staticmethod
     def _drop(index: MotionIndex, position: int) -> None:
@@ -326,6 +352,7 @@ class Searcher:
         owner = index.chunk_owner[keep]
         index.chunk_owner = owner - (owner > position)
         del index.entries[position], index.features[position]
+        index._first = None
 
     # queries
     def search_text(self, index: MotionIndex, text: str, k: int = 5) -> list[Hit]:
@@ -343,22 +370,22 @@ class Searcher:
         self.check(index)
         if not len(index):
             return []
-        best_chunk = self._best_chunks(index, query)
-        scores = np.array([index.chunk_emb[c] @ query for c in best_chunk])
-        order = np.argsort(-scores, kind="stable")[:k]
-        return [Hit(index.entries[m]["id"], index.entries[m]["path"], float(scores[m]),
-                    *(float(v) / FPS for v in index.chunk_span[best_chunk[m]])) for m in order]
+        sim, first, scores = self.motion_scores(index, query)
+        hits = []
+        for m in _top(scores, k):
+            chunk = _best_chunk(sim, first, m)
+            hits.append(Hit(index.entries[m]["id"], index.entries[m]["path"], float(scores[m]),
+                            *(float(v) / FPS for v in index.chunk_span[chunk])))
+        return hits
 
     @staticmethod
-    def _best_chunks(index: MotionIndex, query: np.ndarray) -> np.ndarray:
-        """Per motion, the position of its best-scoring chunk (the first on ties). A motion's chunks
-        are contiguous and in motion order (`_append` adds, `_drop` removes whole motions)."""
+    def motion_scores(index: MotionIndex, query: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(cosine of every chunk with the normalized query, each motion's first chunk, each
+        motion's score = its best chunk's cosine). A motion's chunks are contiguous and in motion
+        order (`_append` adds, `_drop` removes whole motions)."""
         sim = index.chunk_emb @ query
-        first = np.searchsorted(index.chunk_owner, np.arange(len(index)))
-        best = np.maximum.reduceat(sim, first)
-        at_best = np.flatnonzero(sim == best[index.chunk_owner])
-        _, where = np.unique(index.chunk_owner[at_best], return_index=True)
-        return at_best[where]
+        first = index.chunk_first()
+        return sim, first, np.maximum.reduceat(sim, first[:-1])
 
     def moments(self, index: MotionIndex, text: str, k: int = 5, motion_id: str | None = None,
                 candidates: int = 10, corpus_lambda: float = _DEFAULTS.corpus_lambda) -> list[Moment]:
@@ -368,20 +395,16 @@ class Searcher:
         if not len(index):
             return []
         query = self.embed_texts([text])[0]
-        best_chunk = self._best_chunks(index, query)
-        r = np.array([index.chunk_emb[c] @ query for c in best_chunk])
-        if motion_id is not None:
-            top = [index.position(motion_id)]
-        else:
-            top = [int(m) for m in np.argsort(-r, kind="stable")[:candidates]]
+        sim, first, r = self.motion_scores(index, query)
+        top = [index.position(motion_id)] if motion_id is not None else [int(m) for m in _top(r, candidates)]
         found = self._head_moments(index, text, top, r, k, corpus_lambda) if self.has_head else \
-            self._pyramid_moments(index, query, top, best_chunk, k)
+            self._pyramid_moments(index, query, top, [_best_chunk(sim, first, m) for m in top], k)
         found.sort(key=lambda m: -m.score)
         return found[:k]
 
     def _head_moments(self, index, text, top, r, k, corpus_lambda) -> list[Moment]:
-        preds = self.encoder.localize([index.features[m] for m in top], [FPS] * len(top), [text] * len(top),
-                                      top_k=k)
+        motions = [np.array(index.features[m]) for m in top]   # read from the memory map
+        preds = self.encoder.localize(motions, [FPS] * len(top), [text] * len(top), top_k=k)
         out = []
         for m, p in zip(top, preds):
             entry = index.entries[m]
@@ -393,13 +416,13 @@ class Searcher:
                                   p["p_start"].tolist(), p["p_end"].tolist()))
         return out
 
-    def _pyramid_moments(self, index, query, top, best_chunk, k) -> list[Moment]:
+    def _pyramid_moments(self, index, query, top, best_chunks, k) -> list[Moment]:
         """The temporal pyramid's best windows inside each candidate's best chunk (the whole take
         would be tens of thousands of windows for a take of minutes)."""
         out = []
-        for m in top:
-            motion, entry = index.features[m], index.entries[m]
-            first, stop = (int(v) for v in index.chunk_span[best_chunk[m]])
+        for m, chunk in zip(top, best_chunks):
+            motion, entry = np.array(index.features[m]), index.entries[m]   # read from the memory map
+            first, stop = (int(v) for v in index.chunk_span[chunk])
             windows = first + M.pyramid_windows(stop - first, _DEFAULTS.pyramid_min, _DEFAULTS.pyramid_max,
                                                 _DEFAULTS.pyramid_stride)
             scores = self.embed_motions([motion[s:e] for s, e in windows]) @ query
@@ -407,6 +430,23 @@ class Searcher:
                 out.append(Moment(entry["id"], entry["path"], float(windows[w, 0]) / FPS,
                                   float(windows[w, 1]) / FPS, float(scores[w]), "pyramid", entry["duration_s"]))
         return out
+
+
+def _best_chunk(sim: np.ndarray, first: np.ndarray, motion: int) -> int:
+    """The position of the motion's best chunk (the first on ties)."""
+    return int(first[motion] + np.argmax(sim[first[motion]:first[motion + 1]]))
+
+
+def _top(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the k highest scores, best first (the lower position first on ties), without
+    sorting all of them."""
+    if k < len(scores):
+        part = np.argpartition(-scores, k - 1)[:k]
+        kth = scores[part].min()
+        part = np.flatnonzero(scores >= kth)          # every tie of the k-th score, in position order
+    else:
+        part = np.arange(len(scores))
+    return part[np.argsort(-scores[part], kind="stable")][:k]
 
 
 def _normalized(x: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ from search.library import MotionIndex, SearchIndexError, Searcher, SkippedFile,
 
 def _index(args) -> int:
     searcher = Searcher(args.model, args.device, progress=not args.quiet)
-    tensors, meta = index_paths(args.out)
+    meta = index_paths(args.out)[-1]
     if meta.is_file() and not args.rebuild:
         index = MotionIndex.load(args.out)
         print(f"trimo-search: adding to {meta} ({len(index)} motions; --rebuild starts over)")
@@ -39,9 +39,9 @@ def _index(args) -> int:
     if not len(index):
         print("trimo-search: nothing indexed; see the skip reasons above", file=sys.stderr)
         return 1
-    index.save(args.out)
+    written = index.save(args.out)
     counts = dict(Counter(reason for _, reason, _ in skipped))
-    print(f"trimo-search: {added} motions added, {len(index)} in the index -> {tensors}, {meta}"
+    print(f"trimo-search: {added} motions added, {len(index)} in the index -> {', '.join(map(str, written))}"
           + (f"; skipped {counts}" if counts else ""))
     return 0
 
@@ -95,7 +95,7 @@ def _serve(args) -> int:
     from search.web import serve
 
     index = MotionIndex.load(args.index)
-    tensors, _ = index_paths(args.index)
+    tensors = index_paths(args.index)[0]
     serve(_searcher_for(index, args), index, args.cache or tensors.with_name(tensors.stem + ".previews"),
           args.host, args.port)
     return 0

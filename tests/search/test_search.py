@@ -128,3 +128,18 @@ def test_incremental_add_and_another_models_index_is_refused(models, library, tm
             MotionIndex(str(models["head"]), after.fingerprint, "humanml3d"))
     assert cli.main(["moments", str(out), "a person walks", "--motion-id", "nowhere"]) == 2
     assert "no motion 'nowhere' in the index" in capsys.readouterr().err
+
+
+def test_top_k_and_the_scale_benchmark_agree_with_sorting(capsys):
+    """_top (argpartition) equals a stable full sort, ties included; the benchmark's own check
+    (vectorized motion scores == a per-motion loop) passes on a small synthetic library."""
+    from search.library import _top
+    from tools import bench_search
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        scores = rng.integers(0, 5, size=int(rng.integers(1, 40))).astype(np.float32)   # many ties
+        k = int(rng.integers(1, 45))
+        assert list(_top(scores, k)) == list(np.argsort(-scores, kind="stable")[:k])
+    assert bench_search.main(["--motions", "300", "--repeats", "2"]) == 0
+    assert "same scores and top 5" in capsys.readouterr().out

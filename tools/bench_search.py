@@ -1,0 +1,95 @@
+"""Search at library scale: index save / load time and the time of one query over N motions.
+
+    python -m tools.bench_search [--motions 100000] [--dim 128] [--model EXPORT] [--out DIR]
+
+Builds a synthetic index (random unit chunk embeddings; motions of 2-20 s cut into the search's
+10 s chunks with a 5 s hop), saves and loads it, and times a
+query: the motion scores (best chunk per motion) and the top 5, against a baseline measured in
+the same run, the plain per-motion loop. Features are stored as 2 frames per motion (loading and
+querying never read them; on disk a real library takes frames x 263 x 4 bytes more). With
+--model, the text encoder's time for one query is measured too. Embedding the motions (the index
+build) is the model's forward pass over every chunk: see `trimo-search index` for its rate.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from evaluation.protocols import chunk_windows
+from search.library import CHUNK_OVERLAP, FPS, MotionIndex, Searcher, _top
+
+
+def synthetic_index(n: int, dim: int, seed: int = 0) -> MotionIndex:
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(int(2 * FPS), int(20 * FPS), size=n)
+    counts = np.array([len(chunk_windows(int(f), FPS, overlap=CHUNK_OVERLAP)) for f in frames])
+    emb = rng.standard_normal((int(counts.sum()), dim)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    spans = np.concatenate([chunk_windows(int(f), FPS, overlap=CHUNK_OVERLAP) for f in frames])
+    entries = [{"id": f"m{i:07d}", "path": f"/library/m{i:07d}.bvh", "key": "", "fps": FPS, "frames": int(f),
+                "duration_s": float(f) / FPS, "size": 0, "mtime": 0} for i, f in enumerate(frames)]
+    return MotionIndex(model="synthetic", fingerprint="synthetic", motion_features="trimo", entries=entries,
+                       features=[np.zeros((2, 263), np.float32)] * n, chunk_emb=emb,
+                       chunk_owner=np.repeat(np.arange(n), counts), chunk_span=spans.astype(np.int64))
+
+
+def loop_scores(index: MotionIndex, query: np.ndarray) -> np.ndarray:
+    """Baseline: each motion's best chunk by a loop over motions."""
+    first = np.searchsorted(index.chunk_owner, np.arange(len(index) + 1))
+    return np.array([float((index.chunk_emb[a:b] @ query).max()) for a, b in zip(first[:-1], first[1:])])
+
+
+def timed(fn, repeats: int) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--motions", type=int, default=100_000)
+    p.add_argument("--dim", type=int, default=128, help="embedding size (the quickstart model: 128)")
+    p.add_argument("--model", default=None, help="an export, to time the text encoder for one query")
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--out", default=None, help="folder for the index (default: a temporary one)")
+    args = p.parse_args(argv)
+    index = synthetic_index(args.motions, args.dim)
+    print(f"{args.motions:,} motions, {len(index.chunk_emb):,} chunks of {args.dim} dims")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(args.out or tmp) / "bench"
+        save_s, written = timed(lambda: index.save(path), 1)
+        size = sum(f.stat().st_size for f in written) / 2**20
+        load_s, loaded = timed(lambda: MotionIndex.load(path), 3)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        query = loaded.chunk_emb[0] + 0.1
+        query /= np.linalg.norm(query)
+        fast_s, (_, _, scores) = timed(lambda: Searcher.motion_scores(loaded, query), args.repeats)
+        top_s, top = timed(lambda: _top(scores, 5), args.repeats)
+        loop_s, baseline = timed(lambda: loop_scores(loaded, query), max(1, args.repeats // 10))
+        # the same scores (up to float32 rounding of the two matrix products) and the same top 5 scores
+        assert np.allclose(scores, baseline, atol=1e-5)
+        assert np.allclose(scores[top], np.sort(baseline)[::-1][:5], atol=1e-5)
+        print(f"save {save_s:.2f} s ({size:.0f} MiB), load {load_s:.3f} s (median of 3), peak RSS {rss:.0f} MiB")
+        print(f"query: motion scores {fast_s * 1e3:.1f} ms + top 5 {top_s * 1e3:.1f} ms "
+              f"(median of {args.repeats}); per-motion loop {loop_s * 1e3:.0f} ms: "
+              f"{loop_s / (fast_s + top_s):.0f}x faster, same scores and top 5")
+        if args.model:
+            searcher = Searcher(args.model, progress=False)
+            text_s, _ = timed(lambda: searcher.embed_texts(["a person walks forward and turns"]), args.repeats)
+            print(f"text encoder, one query: {text_s * 1e3:.1f} ms; a text query in all: "
+                  f"{(text_s + fast_s + top_s) * 1e3:.1f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
