@@ -44,6 +44,9 @@ _DEFAULTS = EvalOptions()
 # Chunks of the corpus protocol's length, at half its hop density: a query reads every chunk
 # embedding (memory-bound), and 50% overlap still puts every action of up to 5 s inside a chunk.
 CHUNK_OVERLAP = 0.5
+# numpy: exact, one matrix-vector product per query; faiss: exact too (IndexFlatIP), for libraries
+# of millions of chunks (optional extra)
+SEARCH_BACKENDS = ("numpy", "faiss")
 
 
 class SearchIndexError(ValueError):
@@ -95,12 +98,26 @@ class MotionIndex:
     chunk_owner: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     chunk_span: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
     _first: np.ndarray | None = field(default=None, repr=False, compare=False)
+    _faiss: object | None = field(default=None, repr=False, compare=False)
 
     def chunk_first(self) -> np.ndarray:
         """Each motion's first chunk, and the number of chunks at the end (kept until the chunks change)."""
         if self._first is None or len(self._first) != len(self) + 1:
             self._first = np.searchsorted(self.chunk_owner, np.arange(len(self) + 1))
         return self._first
+
+    def faiss(self):
+        """A FAISS exact inner-product index over the chunk embeddings (optional extra
+        `pip install trimo[search]`), built on first use and kept until the chunks change."""
+        if self._faiss is None or self._faiss.ntotal != len(self.chunk_emb):
+            try:
+                import faiss
+            except ImportError:
+                raise SearchIndexError("the faiss backend needs faiss-cpu: pip install faiss-cpu "
+                                       "(or use the default numpy backend)") from None
+            self._faiss = faiss.IndexFlatIP(self.chunk_emb.shape[1])
+            self._faiss.add(np.ascontiguousarray(self.chunk_emb, np.float32))
+        return self._faiss
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -246,9 +263,13 @@ def _shard_set_motions(spec: Path, definition: str) -> list[tuple[str, np.ndarra
 class Searcher:
     """A trained model (export folder, checkpoint or run directory) loaded once, for indexing and queries."""
 
-    def __init__(self, model: str | Path, device: str = "cpu", batch_size: int = 32, progress: bool = True):
+    def __init__(self, model: str | Path, device: str = "cpu", batch_size: int = 32, progress: bool = True,
+                 backend: str = "numpy"):
         from trainer.export import load_model
 
+        if backend not in SEARCH_BACKENDS:
+            raise ValueError(f"search backend {backend!r}: choose one of {SEARCH_BACKENDS}")
+        self.backend = backend
         self.model_path = str(model)
         net, tokenizer, cfg = load_model(model, device)
         self.cfg = cfg
@@ -343,7 +364,7 @@ class Searcher:
         index.chunk_span = np.concatenate([index.chunk_span, np.asarray(spans, np.int64).reshape(-1, 2)])
         index.entries += entries
         index.features += features
-        index._first = None
+        index._first = index._faiss = None
 
     @staticmethod
     def _drop(index: MotionIndex, position: int) -> None:
@@ -352,7 +373,7 @@ class Searcher:
         owner = index.chunk_owner[keep]
         index.chunk_owner = owner - (owner > position)
         del index.entries[position], index.features[position]
-        index._first = None
+        index._first = index._faiss = None
 
     # queries
     def search_text(self, index: MotionIndex, text: str, k: int = 5) -> list[Hit]:
@@ -368,24 +389,9 @@ class Searcher:
 
     def _search(self, index: MotionIndex, query: np.ndarray, k: int) -> list[Hit]:
         self.check(index)
-        if not len(index):
-            return []
-        sim, first, scores = self.motion_scores(index, query)
-        hits = []
-        for m in _top(scores, k):
-            chunk = _best_chunk(sim, first, m)
-            hits.append(Hit(index.entries[m]["id"], index.entries[m]["path"], float(scores[m]),
-                            *(float(v) / FPS for v in index.chunk_span[chunk])))
-        return hits
-
-    @staticmethod
-    def motion_scores(index: MotionIndex, query: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(cosine of every chunk with the normalized query, each motion's first chunk, each
-        motion's score = its best chunk's cosine). A motion's chunks are contiguous and in motion
-        order (`_append` adds, `_drop` removes whole motions)."""
-        sim = index.chunk_emb @ query
-        first = index.chunk_first()
-        return sim, first, np.maximum.reduceat(sim, first[:-1])
+        return [Hit(index.entries[m]["id"], index.entries[m]["path"], score,
+                    *(float(v) / FPS for v in index.chunk_span[chunk]))
+                for m, score, chunk in rank_motions(index, query, k, self.backend)]
 
     def moments(self, index: MotionIndex, text: str, k: int = 5, motion_id: str | None = None,
                 candidates: int = 10, corpus_lambda: float = _DEFAULTS.corpus_lambda) -> list[Moment]:
@@ -395,32 +401,37 @@ class Searcher:
         if not len(index):
             return []
         query = self.embed_texts([text])[0]
-        sim, first, r = self.motion_scores(index, query)
-        top = [index.position(motion_id)] if motion_id is not None else [int(m) for m in _top(r, candidates)]
-        found = self._head_moments(index, text, top, r, k, corpus_lambda) if self.has_head else \
-            self._pyramid_moments(index, query, top, [_best_chunk(sim, first, m) for m in top], k)
+        if motion_id is not None:
+            m = index.position(motion_id)
+            first = index.chunk_first()
+            sim = index.chunk_emb[first[m]:first[m + 1]] @ query
+            ranked = [(m, float(sim.max()), int(first[m] + np.argmax(sim)))]
+        else:
+            ranked = rank_motions(index, query, candidates, self.backend)
+        found = self._head_moments(index, text, ranked, k, corpus_lambda) if self.has_head else \
+            self._pyramid_moments(index, query, ranked, k)
         found.sort(key=lambda m: -m.score)
         return found[:k]
 
-    def _head_moments(self, index, text, top, r, k, corpus_lambda) -> list[Moment]:
-        motions = [np.array(index.features[m]) for m in top]   # read from the memory map
-        preds = self.encoder.localize(motions, [FPS] * len(top), [text] * len(top), top_k=k)
+    def _head_moments(self, index, text, ranked, k, corpus_lambda) -> list[Moment]:
+        motions = [np.array(index.features[m]) for m, _, _ in ranked]   # read from the memory map
+        preds = self.encoder.localize(motions, [FPS] * len(ranked), [text] * len(ranked), top_k=k)
         out = []
-        for m, p in zip(top, preds):
+        for (m, r, _), p in zip(ranked, preds):
             entry = index.entries[m]
             for start, end, p_se in zip(p["topk_start_s"], p["topk_end_s"], p["topk_score"]):
                 if start < 0:      # a short motion has fewer spans
                     continue
                 out.append(Moment(entry["id"], entry["path"], float(start), float(end),
-                                  float(p_se * math.exp(corpus_lambda * r[m])), "head", entry["duration_s"],
+                                  float(p_se * math.exp(corpus_lambda * r)), "head", entry["duration_s"],
                                   p["p_start"].tolist(), p["p_end"].tolist()))
         return out
 
-    def _pyramid_moments(self, index, query, top, best_chunks, k) -> list[Moment]:
+    def _pyramid_moments(self, index, query, ranked, k) -> list[Moment]:
         """The temporal pyramid's best windows inside each candidate's best chunk (the whole take
         would be tens of thousands of windows for a take of minutes)."""
         out = []
-        for m, chunk in zip(top, best_chunks):
+        for m, _, chunk in ranked:
             motion, entry = np.array(index.features[m]), index.entries[m]   # read from the memory map
             first, stop = (int(v) for v in index.chunk_span[chunk])
             windows = first + M.pyramid_windows(stop - first, _DEFAULTS.pyramid_min, _DEFAULTS.pyramid_max,
@@ -430,6 +441,39 @@ class Searcher:
                 out.append(Moment(entry["id"], entry["path"], float(windows[w, 0]) / FPS,
                                   float(windows[w, 1]) / FPS, float(scores[w]), "pyramid", entry["duration_s"]))
         return out
+
+
+def rank_motions(index: MotionIndex, query: np.ndarray, k: int, backend: str = "numpy"
+                 ) -> list[tuple[int, float, int]]:
+    """The k motions whose best chunk matches the (normalized) query best, best first:
+    (motion, its best chunk's cosine, that chunk); exact with either backend."""
+    if not len(index):
+        return []
+    if backend == "faiss":
+        return _rank_faiss(index, query, k)
+    sim = index.chunk_emb @ query
+    first = index.chunk_first()
+    scores = np.maximum.reduceat(sim, first[:-1])
+    return [(int(m), float(scores[m]), _best_chunk(sim, first, m)) for m in _top(scores, k)]
+
+
+def _rank_faiss(index: MotionIndex, query: np.ndarray, k: int) -> list[tuple[int, float, int]]:
+    """rank_motions with FAISS's exact inner-product search over the chunks. Every chunk scoring at
+    least the k-th motion's score belongs to one of the k best motions, so the best
+    k * (most chunks of a motion) chunks hold each of their best chunks: the result is exact."""
+    first = index.chunk_first()
+    n = min(len(index.chunk_emb), k * int(np.diff(first).max()))
+    scores, chunks = index.faiss().search(np.asarray(query, np.float32)[None], n)
+    out: list[tuple[int, float, int]] = []
+    seen: set[int] = set()
+    for score, chunk in zip(scores[0].tolist(), chunks[0].tolist()):
+        m = int(index.chunk_owner[chunk])
+        if m not in seen:
+            seen.add(m)
+            out.append((m, score, chunk))
+            if len(out) == k:
+                break
+    return out
 
 
 def _best_chunk(sim: np.ndarray, first: np.ndarray, motion: int) -> int:

@@ -21,7 +21,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from search.library import MotionIndex, SearchIndexError, Searcher, SkippedFile, as_dicts, index_paths
+from search.library import (SEARCH_BACKENDS, MotionIndex, SearchIndexError, Searcher, SkippedFile, as_dicts,
+                            index_paths)
 
 
 def _index(args) -> int:
@@ -47,7 +48,7 @@ def _index(args) -> int:
 
 
 def _searcher_for(index: MotionIndex, args) -> Searcher:
-    return Searcher(args.model or index.model, args.device, progress=False)
+    return Searcher(args.model or index.model, args.device, progress=False, backend=args.backend)
 
 
 def _query(args) -> int:
@@ -110,6 +111,8 @@ def _table(head: list[str], rows: list[list[str]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="trimo-search", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--backend", choices=SEARCH_BACKENDS, default="numpy",
+                        help="exact search with numpy, or with faiss (pip install trimo[search]) for millions of chunks")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("index", help="embed a library (files, folders, shard sets) into an index")
     p.add_argument("paths", nargs="+", help="mocap files, folders (searched recursively) or shard sets")
