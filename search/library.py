@@ -2,23 +2,22 @@
 
     searcher = Searcher("runs/mine/export")
     index, skipped = searcher.build_index(["my_mocap/"])          # BVH, ASF/AMC, AMASS, .npy, shard sets
-    index.save("my_mocap.index")                                   # my_mocap.index.safetensors + .json
+    index.save("my_mocap.index")           # my_mocap.index.safetensors, .features.npy and .json
     searcher.search_text(index, "a person jumps", k=5)             # [Hit(id, path, score, start_s, end_s)]
     searcher.moments(index, "a person jumps", k=5)                 # [Moment(id, start_s, end_s, score, ...)]
 
 Every motion is embedded as chunks of `chunk_s` seconds with 50% overlap (the corpus protocol's
 chunk length, so long takes are searched where the model was trained: on clips of seconds, not
-minutes); a motion's
-score is its best chunk's cosine, and a hit names that chunk's span. Moments come from the
-localization head when the model has one (candidates: the best motions by chunk score, ranked by
-p_start * p_end * exp(lambda * score) as in the corpus protocol), else from the temporal pyramid
-over the model's embeddings inside each candidate's best chunk. All model calls go through `evaluation.inference.Encoder`, the task
-API that training and evaluation use.
+minutes); a motion's score is its best chunk's cosine, and a hit names that chunk's span.
+Moments come from the localization head when the model has one (candidates: the best motions by
+chunk score, ranked by p_start * p_end * exp(lambda * score) as in the corpus protocol), else from
+the temporal pyramid over the model's embeddings inside each candidate's best chunk. All model
+calls go through `evaluation.inference.Encoder`, the task API that training and evaluation use.
 
 An index stores the motions' features (moments need them; memory-mapped, so loading an index
-reads only its embeddings), the chunk embeddings, each motion's
-source path, size and mtime (`add` embeds only new or changed files) and the model's fingerprint
-(a hash of its weights) and feature definition: a query with another model is refused.
+reads only its embeddings), the chunk embeddings, each motion's source path, size and mtime (`add`
+embeds only new or changed files) and the model's fingerprint (a hash of its weights) and
+feature definition: a query with another model is refused.
 """
 from __future__ import annotations
 
@@ -297,49 +296,59 @@ class Searcher:
 
     def check(self, index: MotionIndex) -> None:
         if index.fingerprint != self.fingerprint:
-            raise SearchIndexError(f"the index was built with another model ({index.model}, weights "
-                              f"{index.fingerprint[:12]}) than {self.model_path} ({self.fingerprint[:12]}); "
-                              f"embeddings of two models do not compare: build the index again with "
-                              f"`trimo-search index --model {self.model_path} ...`, or query with --model {index.model}")
+            raise SearchIndexError(
+                f"the index was built with another model ({index.model}, weights {index.fingerprint[:12]}) than "
+                f"{self.model_path} ({self.fingerprint[:12]}); embeddings of two models do not compare: build the "
+                f"index again with `trimo-search index --model {self.model_path} ...`, or query with --model "
+                f"{index.model}")
         if index.motion_features != self.motion_features:
             raise SearchIndexError(f"the index holds {index.motion_features!r} features but the model reads "
-                              f"{self.motion_features!r} ones; build the index again with this model")
+                                   f"{self.motion_features!r} ones; build the index again with this model")
 
     def add(self, index: MotionIndex, paths: Iterable[str | Path], *, mapping: str | None = None,
             units: str = "auto", body_model_dir: str | None = None) -> tuple[int, list[tuple[str, str, str]]]:
-        """Embed the motions of `paths` that the index lacks or whose file changed (size, mtime);
-        the rest is kept as it is. Returns (motions added, [(file, reason, message)] skipped)."""
+        """Embed the motions of the files in `paths` that the index lacks or that changed (size,
+        mtime; a changed file's old motions are dropped); unchanged files are not even read. An id
+        taken by another file gets a `~2`, `~3`, ... suffix. Returns (motions added,
+        [(file, reason, message)] skipped)."""
         from tqdm import tqdm
 
         self.check(index)
-        known = {(e["path"], e.get("key", "")): (e["size"], e["mtime"]) for e in index.entries}
+        known = {e["path"]: (e["size"], e["mtime"]) for e in index.entries}
         ids = {e["id"] for e in index.entries}
-        files = list(library_files(paths))
         added, skipped = 0, []
         new_features, new_entries = [], []
-        for motion_id, file in tqdm(files, desc="reading motions", disable=not self.encoder.progress):
+        for motion_id, file in tqdm(list(library_files(paths)), desc="reading motions",
+                                    disable=not self.encoder.progress):
+            path = str(file.resolve())
             stat = file.stat() if file.exists() else None
+            signature = (stat.st_size, int(stat.st_mtime)) if stat else (0, 0)
+            if known.get(path) == signature:
+                continue
             try:
                 motions = read_file_motions(file, self.motion_features, mapping=mapping, units=units,
                                             body_model_dir=body_model_dir)
             except SkippedFile as err:
                 skipped.append((str(file), err.reason, str(err)))
                 continue
+            if path in known:   # changed since it was indexed
+                for position in reversed([i for i, e in enumerate(index.entries) if e["path"] == path]):
+                    ids.discard(index.entries[position]["id"])
+                    self._drop(index, position)
             for key, features in motions:
-                signature = (stat.st_size, int(stat.st_mtime)) if stat else (0, 0)
-                if known.get((str(file.resolve()), key)) == signature:
-                    continue
                 if len(features) < 2:
                     skipped.append((str(file), "too_short", f"{file}{':' + key if key else ''}: "
                                                             f"{len(features)} frame(s) at 20 fps"))
                     continue
-                full_id = f"{motion_id}/{key}" if key else motion_id
-                if full_id in ids:   # a changed file: drop the old entry
-                    self._drop(index, index.position(full_id))
+                base = f"{motion_id}/{key}" if key else motion_id
+                full_id, n = base, 1
+                while full_id in ids:
+                    n += 1
+                    full_id = f"{base}~{n}"
                 ids.add(full_id)
-                new_entries.append({"id": full_id, "path": str(file.resolve()), "key": key, "fps": FPS,
-                                    "frames": len(features), "duration_s": len(features) / FPS,
-                                    "size": signature[0], "mtime": signature[1]})
+                new_entries.append({"id": full_id, "path": path, "key": key, "fps": FPS, "frames": len(features),
+                                    "duration_s": len(features) / FPS, "size": signature[0],
+                                    "mtime": signature[1]})
                 new_features.append(np.asarray(features, dtype=np.float32))
                 added += 1
         if new_features:

@@ -121,6 +121,12 @@ def test_incremental_add_and_another_models_index_is_refused(models, library, tm
     assert after.entries[1]["frames"] != before.entries[1]["frames"]
     walk = before.chunk_owner == 0
     assert np.array_equal(after.chunk_emb[after.chunk_owner == 0], before.chunk_emb[walk])
+    # another file with a taken id gets a suffix and does not replace the first
+    (tmp_path / "more").mkdir()
+    walking_bvh(tmp_path / "more" / "jump.bvh", n_frames=60, fps=30.0)
+    assert cli.main(["index", "--model", str(models["head"]), str(tmp_path / "more"), "-o", str(out), "--quiet"]) == 0
+    assert "1 motions added, 4 in the index" in capsys.readouterr().out
+    assert [e["id"] for e in MotionIndex.load(out).entries] == ["walk", "jump", "long_turn", "jump~2"]
 
     # the CLI's JSON lists, then another model's weights are refused with the fix
     assert cli.main(["query", str(out), "a person walks", "-k", "2", "--json"]) == 0
