@@ -16,17 +16,26 @@ from torch import nn
 BACKENDS = ("auto", "eager", "sdpa", "triton")
 
 
+# CUDA caps a launch grid's second axis, where the fused kernels put batch * heads.
+MAX_GRID_Y = 65535
+
+
 def _resolve_backend(backend: str, device: torch.device, dropout_p: float = 0.0, causal: bool = False,
-                     head_dim: int = 64, dtype: torch.dtype = torch.float32) -> str:
+                     head_dim: int = 64, dtype: torch.dtype = torch.float32, batch_heads: int = 1) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"attention backend {backend!r} is not one of {BACKENDS}")
     if backend == "auto":
-        # The fused kernel has neither dropout nor a causal mask and takes head dims 16..128 in
-        # fp32/fp16/bf16: every other call stays on SDPA.
-        if (device.type == "cuda" and dropout_p == 0.0 and not causal and 16 <= head_dim <= 128
-                and dtype in (torch.float32, torch.float16, torch.bfloat16) and _triton_available()):
+        # The fused kernel has neither dropout nor a causal mask, takes head dims 16..128 in
+        # fp32/fp16/bf16 and at most MAX_GRID_Y batch * heads, and is built and tested for NVIDIA
+        # GPUs (a ROCm build also calls its device "cuda"): every other call stays on SDPA.
+        if (device.type == "cuda" and torch.version.hip is None and dropout_p == 0.0 and not causal
+                and 16 <= head_dim <= 128 and dtype in (torch.float32, torch.float16, torch.bfloat16)
+                and batch_heads <= MAX_GRID_Y and _triton_available()):
             return "triton"
         return "sdpa"
+    if backend == "triton" and batch_heads > MAX_GRID_Y:
+        raise ValueError(f"the fused Triton kernel takes at most {MAX_GRID_Y} batch * heads (CUDA's grid limit), "
+                         f"got {batch_heads}; use backend='sdpa' or 'auto' for such calls")
     return backend
 
 
@@ -74,7 +83,7 @@ def attention(
     causal: bool = False,
 ) -> torch.Tensor:
     """Scaled dot-product attention. q: (B, H, Lq, D); k, v: (B, H, Lk, D) -> (B, H, Lq, D)."""
-    backend = _resolve_backend(backend, q.device, dropout_p, causal, q.shape[-1], q.dtype)
+    backend = _resolve_backend(backend, q.device, dropout_p, causal, q.shape[-1], q.dtype, q.shape[0] * q.shape[1])
     if backend == "eager":
         return eager_attention(q, k, v, key_mask, dropout_p, causal)
     if backend == "triton":
@@ -100,7 +109,8 @@ def multi_source_attention(q, sources, reduce: str = "sum", *, backend: str = "a
         raise ValueError(f"reduce must be 'sum' or 'none', got {reduce!r}")
     queries = list(q) if isinstance(q, (list, tuple)) else [q] * len(sources)
     first = queries[0]
-    if _resolve_backend(backend, first.device, dropout_p, False, first.shape[-1], first.dtype) == "triton":
+    if _resolve_backend(backend, first.device, dropout_p, False, first.shape[-1], first.dtype,
+                        first.shape[-4] * first.shape[-3]) == "triton":
         from modeling.kernels import fused_multi_source_attention
 
         return fused_multi_source_attention(q, sources, reduce)

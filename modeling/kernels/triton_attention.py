@@ -193,10 +193,28 @@ def _backward_dq_kernel(
 
 
 def _precision(dtype: torch.dtype) -> str:
-    """fp32 matmuls follow torch's TF32 switch so that fp32 stays exact unless the user opted out."""
-    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+    """tl.dot's input precision. fp32 follows torch's TF32 switch for CUDA matmuls, so that fp32
+    stays exact unless the user asked for TF32; ROCm's Triton accepts no "tf32" (not even for
+    16-bit inputs, where NVIDIA's ignores it), so HIP builds always get "ieee"."""
+    if torch.version.hip is not None:
         return "ieee"
-    return "tf32"   # the default; Triton ignores it for fp16/bf16 inputs
+    if dtype == torch.float32 and not fp32_matmul_uses_tf32():
+        return "ieee"
+    return "tf32"   # Triton ignores it for fp16/bf16 inputs
+
+
+def fp32_matmul_uses_tf32() -> bool:
+    """Whether torch lets fp32 CUDA matmuls use TF32. The new API (`torch.backends.cuda.matmul.
+    fp32_precision`, falling back to the global `torch.backends.fp32_precision`) wins when set:
+    reading the legacy `allow_tf32` after it raises ("mix of the legacy and new APIs")."""
+    for setting in (getattr(torch.backends.cuda.matmul, "fp32_precision", "none"),
+                    getattr(torch.backends, "fp32_precision", "none")):
+        if setting != "none":
+            return setting == "tf32"
+    try:
+        return bool(torch.backends.cuda.matmul.allow_tf32)
+    except RuntimeError:   # the new API was set and reset: no answer, so stay exact
+        return False
 
 
 def _upcast(dtype: torch.dtype) -> bool:

@@ -74,6 +74,37 @@ def test_auto_keeps_dropout_and_causal_off_the_fused_kernel(monkeypatch):
     assert att._resolve_backend("auto", torch.device("cpu")) == "sdpa"
     assert att._resolve_backend("auto", cuda, head_dim=256) == "sdpa"
     assert att._resolve_backend("auto", cuda, dtype=torch.float64) == "sdpa"
+    # CUDA's grid caps batch * heads (the kernels' second grid axis) at 65,535
+    assert att._resolve_backend("auto", cuda, batch_heads=att.MAX_GRID_Y) == "triton"
+    assert att._resolve_backend("auto", cuda, batch_heads=att.MAX_GRID_Y + 1) == "sdpa"
+    with pytest.raises(ValueError, match="at most 65535 batch \\* heads"):
+        att._resolve_backend("triton", cuda, batch_heads=8192 * 8)
+    # a ROCm build calls its GPU "cuda" too: the kernels are built and tested for NVIDIA only
+    monkeypatch.setattr(torch.version, "hip", "6.4.0")
+    assert att._resolve_backend("auto", cuda) == "sdpa"
+
+
+def test_kernel_precision_follows_either_tf32_api_and_rocm(monkeypatch):
+    """fp32 tl.dot precision follows torch's TF32 switch, old API or new (reading the old one
+    after the new was set raises in torch); HIP's Triton accepts no "tf32" at all."""
+    pytest.importorskip("triton")
+    from modeling.kernels.triton_attention import _precision
+
+    matmul = torch.backends.cuda.matmul
+    before = (matmul.fp32_precision, torch.backends.fp32_precision)
+    try:
+        assert _precision(torch.float32) == ("tf32" if matmul.allow_tf32 else "ieee")
+        matmul.fp32_precision = "tf32"
+        assert _precision(torch.float32) == "tf32" and _precision(torch.bfloat16) == "tf32"
+        matmul.fp32_precision = "ieee"
+        assert _precision(torch.float32) == "ieee"
+        matmul.fp32_precision = "none"
+        torch.backends.fp32_precision = "tf32"     # the global switch, when the matmul one is unset
+        assert _precision(torch.float32) == "tf32"
+        monkeypatch.setattr(torch.version, "hip", "6.4.0")
+        assert _precision(torch.float32) == _precision(torch.bfloat16) == _precision(torch.float16) == "ieee"
+    finally:
+        matmul.fp32_precision, torch.backends.fp32_precision = before
 
 
 def test_multi_source_attention_sums_or_lists_per_source_outputs():
