@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.errors import OutOfResources
 
 LOG2E = 1.4426950408889634
 MIN_HEAD_DIM, MAX_HEAD_DIM = 16, 128
@@ -217,6 +218,25 @@ def fp32_matmul_uses_tf32() -> bool:
         return False
 
 
+def _launch_fitting(launch, block_m: int, block_n: int, what: str) -> None:
+    """launch(block_m, block_n), halving the larger tile while Triton finds that the kernel needs
+    more shared memory or registers than this GPU has (OutOfResources, raised before it runs):
+    the tiles are sized for data-centre GPUs, and an A10, L4, RTX 3090/4090 (101,376 B of shared
+    memory per block) or T4 (65,536 B) need smaller ones for some dtypes and head dims. The
+    results do not depend on the tiles (the kernels are exact for any tile size)."""
+    while True:
+        try:
+            return launch(block_m, block_n)
+        except OutOfResources as err:
+            if max(block_m, block_n) <= 16:
+                raise RuntimeError(f"the fused attention {what} kernel does not fit this GPU even with 16 x 16 "
+                                   f"tiles ({err}); use attention_backend=sdpa") from err
+            if block_m >= block_n:
+                block_m //= 2
+            else:
+                block_n //= 2
+
+
 def _upcast(dtype: torch.dtype) -> bool:
     return dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -244,15 +264,17 @@ class _MultiSourceAttention(torch.autograd.Function):
         parts = torch.empty((n_src, batch, heads, lq, d), device=q.device, dtype=q.dtype) if store_parts else lse
         out = torch.empty((batch, heads, lq, d), device=q.device, dtype=q.dtype) if reduce_sum else lse
         sm_scale = 1.0 / math.sqrt(d)
-        grid = (triton.cdiv(lq, block_m), batch * heads)
-        _forward_kernel[grid](
-            q, k, v, mask, seg, parts, out, lse,
-            *q.stride(), *k.stride(), *v.stride(), *mask.stride(),
-            heads, lq, d, sm_scale * LOG2E,
-            S=n_src, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
-            STORE_PARTS=store_parts, STORE_SUM=reduce_sum, PRECISION=_precision(q.dtype), UPCAST=_upcast(q.dtype),
-            num_warps=8 if block_m * block_d >= 128 * 128 else 4,
-        )
+
+        def launch(block_m: int, block_n: int) -> None:
+            _forward_kernel[(triton.cdiv(lq, block_m), batch * heads)](
+                q, k, v, mask, seg, parts, out, lse,
+                *q.stride(), *k.stride(), *v.stride(), *mask.stride(),
+                heads, lq, d, sm_scale * LOG2E,
+                S=n_src, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
+                STORE_PARTS=store_parts, STORE_SUM=reduce_sum, PRECISION=_precision(q.dtype),
+                UPCAST=_upcast(q.dtype), num_warps=8 if block_m * block_d >= 128 * 128 else 4,
+            )
+        _launch_fitting(launch, block_m, block_n, "forward")
         ctx.save_for_backward(q, k, v, mask, seg, parts if store_parts else None, lse)
         ctx.max_len, ctx.reduce_sum = max_len, reduce_sum
         return out if reduce_sum else parts
@@ -274,16 +296,22 @@ class _MultiSourceAttention(torch.autograd.Function):
         sm_scale = 1.0 / math.sqrt(d)
         common = (*q.stride(), *k.stride(), *v.stride(), *mask.stride(), *do.stride())
         precision = _precision(q.dtype)
-        _backward_dkdv_kernel[(triton.cdiv(ctx.max_len, block_n), batch * heads, n_src)](
-            q, k, v, mask, seg, do, lse, delta, dk, dv, *common,
-            heads, lq, d, k.shape[2], sm_scale * LOG2E, sm_scale,
-            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, PRECISION=precision, UPCAST=_upcast(q.dtype),
-        )
-        _backward_dq_kernel[(triton.cdiv(lq, block_m), batch * heads, n_src)](
-            q, k, v, mask, seg, do, lse, delta, dq, *common,
-            heads, lq, d, sm_scale * LOG2E, sm_scale,
-            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, PRECISION=precision, UPCAST=_upcast(q.dtype),
-        )
+
+        def launch_dkdv(block_m: int, block_n: int) -> None:
+            _backward_dkdv_kernel[(triton.cdiv(ctx.max_len, block_n), batch * heads, n_src)](
+                q, k, v, mask, seg, do, lse, delta, dk, dv, *common,
+                heads, lq, d, k.shape[2], sm_scale * LOG2E, sm_scale,
+                BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, PRECISION=precision, UPCAST=_upcast(q.dtype),
+            )
+
+        def launch_dq(block_m: int, block_n: int) -> None:
+            _backward_dq_kernel[(triton.cdiv(lq, block_m), batch * heads, n_src)](
+                q, k, v, mask, seg, do, lse, delta, dq, *common,
+                heads, lq, d, sm_scale * LOG2E, sm_scale,
+                BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, PRECISION=precision, UPCAST=_upcast(q.dtype),
+            )
+        _launch_fitting(launch_dkdv, block_m, block_n, "dK/dV backward")
+        _launch_fitting(launch_dq, block_m, block_n, "dQ backward")
         return dq, dk, dv, None, None, None, None
 
 

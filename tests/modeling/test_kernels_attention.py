@@ -103,6 +103,50 @@ def test_fusion_sum_of_three_sources(dtype, lq):
         assert _rel(got, want) <= TOLERANCE[dtype]
 
 
+def test_tiles_shrink_where_a_gpu_has_too_little_shared_memory(monkeypatch):
+    """A GPU that cannot hold the default tiles (Triton raises OutOfResources at launch): the
+    launches retry with halved tiles and give the eager results; tiles that never fit end in an
+    error that names the fix. Multi-block loops run too (q and keys longer than the small tiles)."""
+    from triton.runtime.errors import OutOfResources
+
+    from modeling.kernels import triton_attention as ta
+
+    launched: dict[str, list] = {}
+
+    def small_gpu(name, largest):   # a kernel that fits only tiles up to `largest`
+        kernel = getattr(ta, name)
+
+        class Limited:
+            def __getitem__(self, grid):
+                def run(*args, **kw):
+                    launched.setdefault(name, []).append((kw["BLOCK_M"], kw["BLOCK_N"]))
+                    if max(kw["BLOCK_M"], kw["BLOCK_N"]) > largest:
+                        raise OutOfResources(110_000, 101_376, "shared memory")
+                    return kernel[grid](*args, **kw)
+                return run
+        monkeypatch.setattr(ta, name, Limited())
+
+    for name in ("_forward_kernel", "_backward_dkdv_kernel", "_backward_dq_kernel"):
+        small_gpu(name, 16)
+    g = torch.Generator().manual_seed(21)
+    b, h, lq, lk, d = 2, 2, 70, 45, 32
+    q, k, v = _leaf(g, (b, h, lq, d), torch.float32), _leaf(g, (b, h, lk, d), torch.float32), \
+        _leaf(g, (b, h, lk, d), torch.float32)
+    mask = _ragged_mask(g, b, lk)
+    out = fused_attention(q, k, v, mask)
+    qr, kr, vr = _reference((q, k, v))
+    ref = eager_attention(qr, kr, vr, mask)
+    assert _rel(out, ref) <= TOLERANCE[torch.float32]
+    grad = torch.randn(b, h, lq, d, generator=g, dtype=torch.float64)
+    for got, want in zip(_grads(out, (q, k, v), grad), _grads(ref, (qr, kr, vr), grad)):
+        assert _rel(got, want) <= TOLERANCE[torch.float32]
+    assert launched["_forward_kernel"] == [(64, 64), (32, 64), (32, 32), (16, 32), (16, 16)]   # fp32: 64-row tiles
+    assert all(tiles[-1] == (16, 16) for tiles in launched.values())
+    small_gpu("_forward_kernel", 8)    # nothing fits
+    with pytest.raises(RuntimeError, match="use attention_backend=sdpa"):
+        fused_attention(q, k, v, mask)
+
+
 def test_parallel_self_and_cross_with_own_queries():
     """SGPA: self- and cross-attention outputs returned apart, each source with its own query."""
     g = torch.Generator().manual_seed(20)
