@@ -65,6 +65,8 @@ def _reference(tensors):
 @pytest.mark.parametrize("dtype,d,seed", [
     (torch.float32, 32, 0), (torch.float32, 64, 1), (torch.float32, 48, 2), (torch.float32, 128, 3),
     (torch.float16, 64, 4), (torch.bfloat16, 32, 5), (torch.bfloat16, 128, 6),
+    (torch.float32, 16, 7), (torch.bfloat16, 16, 8),      # head dim 16: the quickstart's and the ablation's
+    (torch.float16, 48, 9), (torch.bfloat16, 80, 10),     # half precision, head dims that are no power of two
 ])
 def test_single_source_matches_eager(dtype, d, seed):
     g = torch.Generator().manual_seed(seed)
