@@ -25,10 +25,11 @@ def _resolve_backend(backend: str, device: torch.device, dropout_p: float = 0.0,
     if backend not in BACKENDS:
         raise ValueError(f"attention backend {backend!r} is not one of {BACKENDS}")
     if backend == "auto":
-        # The fused kernel has neither dropout nor a causal mask, takes head dims 16..128 in
-        # fp32/fp16/bf16 and at most MAX_GRID_Y batch * heads, and is built and tested for NVIDIA
-        # GPUs (a ROCm build also calls its device "cuda"): every other call stays on SDPA.
-        if (device.type == "cuda" and torch.version.hip is None and dropout_p == 0.0 and not causal
+        # The fused kernel (with attention dropout, so in training too) has no causal mask, takes
+        # head dims 16..128 in fp32/fp16/bf16 and at most MAX_GRID_Y batch * heads, and is built
+        # and tested for NVIDIA GPUs (a ROCm build also calls its device "cuda"): every other call
+        # stays on SDPA.
+        if (device.type == "cuda" and torch.version.hip is None and not causal
                 and 16 <= head_dim <= 128 and dtype in (torch.float32, torch.float16, torch.bfloat16)
                 and batch_heads <= MAX_GRID_Y and _triton_available()):
             return "triton"
@@ -89,9 +90,9 @@ def attention(
     if backend == "triton":
         from modeling.kernels import fused_attention
 
-        if dropout_p > 0.0 or causal:
-            raise NotImplementedError("the fused Triton kernel has no dropout or causal mask; use backend='sdpa'")
-        return fused_attention(q, k, v, key_mask)
+        if causal:
+            raise NotImplementedError("the fused Triton kernel has no causal mask; use backend='sdpa'")
+        return fused_attention(q, k, v, key_mask, dropout_p)
     allowed = _allowed(q, k, key_mask, causal)
     if allowed is None:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
@@ -113,7 +114,7 @@ def multi_source_attention(q, sources, reduce: str = "sum", *, backend: str = "a
                         first.shape[-4] * first.shape[-3]) == "triton":
         from modeling.kernels import fused_multi_source_attention
 
-        return fused_multi_source_attention(q, sources, reduce)
+        return fused_multi_source_attention(q, sources, reduce, dropout_p)
     inner = "sdpa" if backend in ("auto", "triton") else backend
     outs = [attention(qs, k, v, m, backend=inner, dropout_p=dropout_p) for qs, (k, v, m) in zip(queries, sources)]
     return sum(outs) if reduce == "sum" else outs

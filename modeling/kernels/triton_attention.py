@@ -43,15 +43,25 @@ def _mm(a, b, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
 
 
 @triton.jit
+def _keep(seed, rate, pid_bh, LQ, LK_TOTAL, offs_m, offs_n):
+    """Attention dropout's keep mask for rows offs_m and packed keys offs_n of one (batch, head):
+    Philox random numbers at a counter that names the element, so every kernel that needs the
+    mask (forward, both backwards, `dropout_keep_mask`) draws the same one without storing it."""
+    counter = (pid_bh * LQ + offs_m)[:, None] * LK_TOTAL + offs_n[None, :]
+    return tl.rand(seed, counter.to(tl.int32)) >= rate
+
+
+@triton.jit
 def _forward_kernel(
     Q, K, V, MASK, SEG, PARTS, OUT, LSE,
     sq_s, sq_b, sq_h, sq_m, sq_d,
     sk_b, sk_h, sk_n, sk_d,
     sv_b, sv_h, sv_n, sv_d,
     sm_b, sm_n,
-    H, LQ, D, qk_scale,
+    H, LQ, D, LK_TOTAL, qk_scale, seed, rate,
     S: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     STORE_PARTS: tl.constexpr, STORE_SUM: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    DROPOUT: tl.constexpr,
 ):
     pid_m, pid_bh = tl.program_id(0), tl.program_id(1).to(tl.int64)   # int64: offsets of big tensors
     b, h = pid_bh // H, pid_bh % H
@@ -85,6 +95,8 @@ def _forward_kernel(
             l_i = l_i * alpha + tl.sum(p, 1)
             v = tl.load(V + b * sv_b + h * sv_h + n[:, None] * sv_n + offs_d[None, :] * sv_d,
                         mask=n_ok[:, None] & d_ok[None, :], other=0.0)
+            if DROPOUT:   # the normalizer keeps every probability; only the values see the dropout
+                p = tl.where(_keep(seed, rate, pid_bh, LQ, LK_TOTAL, offs_m, n), p / (1.0 - rate), 0.0)
             acc = acc * alpha[:, None] + _mm(p.to(v.dtype), v, PRECISION, UPCAST)
             m_i = m_new
         has_keys = l_i > 0.0
@@ -109,8 +121,9 @@ def _backward_dkdv_kernel(
     sv_b, sv_h, sv_n, sv_d,
     sm_b, sm_n,
     sdo_s, sdo_b, sdo_h, sdo_m, sdo_d,
-    H, LQ, D, LK_TOTAL, qk_scale, sm_scale,
+    H, LQ, D, LK_TOTAL, qk_scale, sm_scale, seed, rate,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    DROPOUT: tl.constexpr,
 ):
     pid_n, pid_bh, s = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
     b, h = pid_bh // H, pid_bh % H
@@ -140,8 +153,13 @@ def _backward_dkdv_kernel(
             scores = _mm(q, tl.trans(k), PRECISION, UPCAST) * qk_scale
             p = tl.exp2(scores - lse[:, None])
             p = tl.where(key_ok[None, :] & m_ok[:, None], p, 0.0)
-            dv += _mm(tl.trans(p.to(do.dtype)), do, PRECISION, UPCAST)
             dp = _mm(do, tl.trans(v), PRECISION, UPCAST)
+            if DROPOUT:   # O = (P * Z) V with Z = keep / (1 - rate): dV = (P * Z)^T dO, dP = (dO V^T) * Z
+                keep = _keep(seed, rate, pid_bh, LQ, LK_TOTAL, offs_m, offs_n)
+                dv += _mm(tl.trans(tl.where(keep, p / (1.0 - rate), 0.0).to(do.dtype)), do, PRECISION, UPCAST)
+                dp = tl.where(keep, dp / (1.0 - rate), 0.0)
+            else:
+                dv += _mm(tl.trans(p.to(do.dtype)), do, PRECISION, UPCAST)
             ds = p * (dp - delta[:, None])
             dk += _mm(tl.trans(ds.to(q.dtype)), q, PRECISION, UPCAST)
         # DK, DV are contiguous (B, H, LK_TOTAL, D).
@@ -158,8 +176,9 @@ def _backward_dq_kernel(
     sv_b, sv_h, sv_n, sv_d,
     sm_b, sm_n,
     sdo_s, sdo_b, sdo_h, sdo_m, sdo_d,
-    H, LQ, D, qk_scale, sm_scale,
+    H, LQ, D, LK_TOTAL, qk_scale, sm_scale, seed, rate,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    DROPOUT: tl.constexpr,
 ):
     pid_m, pid_bh, s = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
     b, h = pid_bh // H, pid_bh % H
@@ -186,6 +205,8 @@ def _backward_dq_kernel(
         scores = _mm(q, tl.trans(k), PRECISION, UPCAST) * qk_scale
         p = tl.where(key_ok[None, :], tl.exp2(scores - lse[:, None]), 0.0)
         dp = _mm(do, tl.trans(v), PRECISION, UPCAST)
+        if DROPOUT:
+            dp = tl.where(_keep(seed, rate, pid_bh, LQ, LK_TOTAL, offs_m, offs_n), dp / (1.0 - rate), 0.0)
         ds = p * (dp - delta[:, None])
         dq += _mm(ds.to(k.dtype), k, PRECISION, UPCAST)
     # DQ is contiguous (S, B, H, LQ, D).
@@ -251,7 +272,7 @@ class _MultiSourceAttention(torch.autograd.Function):
     seg int32 (S + 1,) segment starts; returns the sum (B, H, Lq, D) or the parts (S, B, H, Lq, D)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, mask, seg, max_len: int, reduce_sum: bool):
+    def forward(ctx, q, k, v, mask, seg, max_len: int, reduce_sum: bool, dropout_p: float = 0.0, seed: int = 0):
         n_src, batch, heads, lq, d = q.shape
         block_d = max(16, triton.next_power_of_2(d))
         # Smaller tiles where registers and shared memory are scarce (fp32, wide heads): fp32 with
@@ -269,14 +290,15 @@ class _MultiSourceAttention(torch.autograd.Function):
             _forward_kernel[(triton.cdiv(lq, block_m), batch * heads)](
                 q, k, v, mask, seg, parts, out, lse,
                 *q.stride(), *k.stride(), *v.stride(), *mask.stride(),
-                heads, lq, d, sm_scale * LOG2E,
+                heads, lq, d, k.shape[2], sm_scale * LOG2E, seed, dropout_p,
                 S=n_src, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
                 STORE_PARTS=store_parts, STORE_SUM=reduce_sum, PRECISION=_precision(q.dtype),
-                UPCAST=_upcast(q.dtype), num_warps=8 if block_m * block_d >= 128 * 128 else 4,
+                UPCAST=_upcast(q.dtype), DROPOUT=dropout_p > 0.0,
+                num_warps=8 if block_m * block_d >= 128 * 128 else 4,
             )
         _launch_fitting(launch, block_m, block_n, "forward")
         ctx.save_for_backward(q, k, v, mask, seg, parts if store_parts else None, lse)
-        ctx.max_len, ctx.reduce_sum = max_len, reduce_sum
+        ctx.max_len, ctx.reduce_sum, ctx.dropout_p, ctx.seed = max_len, reduce_sum, dropout_p, seed
         return out if reduce_sum else parts
 
     @staticmethod
@@ -300,19 +322,21 @@ class _MultiSourceAttention(torch.autograd.Function):
         def launch_dkdv(block_m: int, block_n: int) -> None:
             _backward_dkdv_kernel[(triton.cdiv(ctx.max_len, block_n), batch * heads, n_src)](
                 q, k, v, mask, seg, do, lse, delta, dk, dv, *common,
-                heads, lq, d, k.shape[2], sm_scale * LOG2E, sm_scale,
+                heads, lq, d, k.shape[2], sm_scale * LOG2E, sm_scale, ctx.seed, ctx.dropout_p,
                 BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, PRECISION=precision, UPCAST=_upcast(q.dtype),
+                DROPOUT=ctx.dropout_p > 0.0,
             )
 
         def launch_dq(block_m: int, block_n: int) -> None:
             _backward_dq_kernel[(triton.cdiv(lq, block_m), batch * heads, n_src)](
                 q, k, v, mask, seg, do, lse, delta, dq, *common,
-                heads, lq, d, sm_scale * LOG2E, sm_scale,
+                heads, lq, d, k.shape[2], sm_scale * LOG2E, sm_scale, ctx.seed, ctx.dropout_p,
                 BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, PRECISION=precision, UPCAST=_upcast(q.dtype),
+                DROPOUT=ctx.dropout_p > 0.0,
             )
         _launch_fitting(launch_dkdv, block_m, block_n, "dK/dV backward")
         _launch_fitting(launch_dq, block_m, block_n, "dQ backward")
-        return dq, dk, dv, None, None, None, None
+        return dq, dk, dv, None, None, None, None, None, None
 
 
 def _check(q: torch.Tensor, sources: Sequence[tuple], queries: list[torch.Tensor]) -> None:
@@ -343,6 +367,8 @@ def fused_multi_source_attention(
     q: torch.Tensor | Sequence[torch.Tensor],
     sources: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]],
     reduce: str = "sum",
+    dropout_p: float = 0.0,
+    seed: int | None = None,
 ) -> torch.Tensor | list[torch.Tensor]:
     """Attention of queries over S sources in one kernel launch.
 
@@ -350,9 +376,16 @@ def fused_multi_source_attention(
     each source's own query projection). sources: [(k (B, H, Lk_s, D), v (B, H, Lk_s, D),
     key_mask (B, Lk_s) bool, True = real key, or None)]. reduce="sum" returns the (B, H, Lq, D) sum
     of the S outputs; "none" returns the list of S outputs. Rows without a real key give zeros.
+    dropout_p drops attention probabilities after each source's softmax (as `F.dropout` on them
+    would), with a Philox mask from `seed` (default: drawn from torch's CPU generator) that the
+    backward regenerates; `dropout_keep_mask(seed, ...)` returns that mask.
     """
     if reduce not in ("sum", "none"):
         raise ValueError(f"reduce must be 'sum' or 'none', got {reduce!r}")
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
+    if seed is None:
+        seed = int(torch.randint(0, 2**31 - 1, (1,)).item()) if dropout_p > 0.0 else 0
     queries = list(q) if isinstance(q, (list, tuple)) else []
     if queries and len(queries) != len(sources):
         raise ValueError(f"got {len(queries)} query tensors for {len(sources)} sources")
@@ -371,14 +404,37 @@ def fused_multi_source_attention(
     mask = torch.cat(masks, dim=1).to(torch.int8)
     seg = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int32, device=first.device)
     reduce_sum = reduce == "sum" and n_src > 1    # one source: its output is the sum
-    out = _MultiSourceAttention.apply(q_all, k_all, v_all, mask, seg, max(max(lengths), 1), reduce_sum)
+    out = _MultiSourceAttention.apply(q_all, k_all, v_all, mask, seg, max(max(lengths), 1), reduce_sum,
+                                      float(dropout_p), seed)
     if reduce_sum:
         return out
     parts = list(out.unbind(0))
     return parts[0] if reduce == "sum" else parts
 
 
-def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                    key_mask: torch.Tensor | None = None) -> torch.Tensor:
+def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None,
+                    dropout_p: float = 0.0, seed: int | None = None) -> torch.Tensor:
     """softmax(q k^T / sqrt(D)) v over the real keys; q (B, H, Lq, D), k/v (B, H, Lk, D), key_mask (B, Lk)."""
-    return fused_multi_source_attention(q, [(k, v, key_mask)], reduce="none")[0]
+    return fused_multi_source_attention(q, [(k, v, key_mask)], "none", dropout_p, seed)[0]
+
+
+@triton.jit
+def _keep_mask_kernel(OUT, seed, rate, LQ, LK_TOTAL, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    pid_m, pid_bh = tl.program_id(0), tl.program_id(1).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    m_ok = offs_m < LQ
+    for n0 in range(0, LK_TOTAL, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        keep = _keep(seed, rate, pid_bh, LQ, LK_TOTAL, offs_m, offs_n)
+        ptrs = OUT + (pid_bh * LQ + offs_m)[:, None] * LK_TOTAL + offs_n[None, :]
+        tl.store(ptrs, keep.to(tl.int8), mask=m_ok[:, None] & (offs_n < LK_TOTAL)[None, :])
+
+
+def dropout_keep_mask(seed: int, dropout_p: float, batch: int, heads: int, lq: int, lk_total: int,
+                      device: torch.device | str = "cuda") -> torch.Tensor:
+    """The keep mask (B, H, Lq, Lk_total) bool that the kernels draw for `seed` (keys of all
+    sources packed in order): for tests and for checking a run against eager attention."""
+    out = torch.empty((batch, heads, lq, lk_total), dtype=torch.int8, device=device)
+    _keep_mask_kernel[(triton.cdiv(lq, 16), batch * heads)](out, seed, dropout_p, lq, lk_total,
+                                                           BLOCK_M=16, BLOCK_N=16)
+    return out.bool()

@@ -63,13 +63,13 @@ def test_cross_attention_with_other_width_and_bad_backend():
         attention(torch.randn(1, 1, 2, 4), torch.randn(1, 1, 2, 4), torch.randn(1, 1, 2, 4), backend="flash")
 
 
-def test_auto_keeps_dropout_and_causal_off_the_fused_kernel(monkeypatch):
+def test_auto_takes_the_fused_kernel_in_training_and_keeps_causal_off_it(monkeypatch):
     import modeling.attention as att
 
     monkeypatch.setattr(att, "_triton_available", lambda: True)
     cuda = torch.device("cuda")
     assert att._resolve_backend("auto", cuda) == "triton"
-    assert att._resolve_backend("auto", cuda, dropout_p=0.1) == "sdpa"
+    assert att._resolve_backend("auto", cuda, dropout_p=0.1) == "triton"     # the kernels carry dropout
     assert att._resolve_backend("auto", cuda, causal=True) == "sdpa"
     assert att._resolve_backend("auto", torch.device("cpu")) == "sdpa"
     assert att._resolve_backend("auto", cuda, head_dim=256) == "sdpa"
