@@ -251,7 +251,8 @@ def test_bad_inputs_are_rejected(monkeypatch):
 
 # Compiles the three kernels for an H100 (sm_90) with the wheel's own ptxas, no GPU needed: catches
 # what the interpreter cannot (types in loops, layouts, shared-memory size). bf16 and D = 128 are the
-# largest tiles of the half-precision path; fp32 D = 128 takes minutes to compile and is left out.
+# largest tiles of the half-precision path, with dropout (the training path); fp32 D = 128 takes
+# minutes to compile and is left out.
 _COMPILE_SCRIPT = textwrap.dedent("""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -259,7 +260,8 @@ _COMPILE_SCRIPT = textwrap.dedent("""
     import modeling.kernels.triton_attention as fa
 
     def build(kernel, pointers, constexprs, num_warps):
-        signature = {n: "constexpr" if n in constexprs else pointers.get(n, "fp32" if "scale" in n else "i32")
+        floats = ("qk_scale", "sm_scale", "rate")
+        signature = {n: "constexpr" if n in constexprs else pointers.get(n, "fp32" if n in floats else "i32")
                      for n in kernel.arg_names}
         src = ASTSource(fn=kernel, signature=signature,
                         constexprs={(kernel.arg_names.index(k),): v for k, v in constexprs.items()})
@@ -269,9 +271,9 @@ _COMPILE_SCRIPT = textwrap.dedent("""
     common = {"Q": t, "K": t, "V": t, "MASK": "*i8", "SEG": "*i32", "LSE": "*fp32"}
     fwd = build(fa._forward_kernel, {**common, "PARTS": t, "OUT": t},
                 dict(S=3, BLOCK_M=64, BLOCK_N=64, BLOCK_D=128, STORE_PARTS=True, STORE_SUM=True,
-                     PRECISION="tf32", UPCAST=False), 8)
+                     PRECISION="tf32", UPCAST=False, DROPOUT=True), 8)
     bwd = {**common, "DO": t, "DELTA": "*fp32", "DK": t, "DV": t, "DQ": t}
-    blocks = dict(BLOCK_M=64, BLOCK_N=64, BLOCK_D=128, PRECISION="tf32", UPCAST=False)
+    blocks = dict(BLOCK_M=64, BLOCK_N=64, BLOCK_D=128, PRECISION="tf32", UPCAST=False, DROPOUT=True)
     dkdv = build(fa._backward_dkdv_kernel, bwd, blocks, 4)
     dq = build(fa._backward_dq_kernel, bwd, blocks, 4)
     print(max(k.metadata.shared for k in (fwd, dkdv, dq)))
