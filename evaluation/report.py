@@ -47,6 +47,9 @@ def markdown_report(report: dict[str, Any]) -> str:
                 for direction in ("text_to_motion", "motion_to_text", "video_to_motion", "motion_to_video")
                 if direction in ret for protocol, m in ret[direction].items()]
         parts.append(_table(["direction", "protocol"] + keys, rows))
+        n = ret["n_items"]   # a random ranking of the All protocol's gallery
+        parts.append("\nChance (All): " + ", ".join(f"R@{k} {100.0 * min(k, n) / n:.2f}" for k in (1, 2, 3, 5, 10))
+                     + f", MedR {(n + 1) / 2:.1f}\n")
         parts += [f"\nNote: {note}\n" for note in ret.get("notes", [])]
     car = report.get("car")
     if car:

@@ -36,7 +36,7 @@ from configs.schema import EvalOptions
 from evaluation import protocols as M
 from evaluation.inference import Encoder
 
-MOTION_SUFFIXES = (".bvh", ".amc", ".npz", ".npy")
+MOTION_SUFFIXES = (".bvh", ".amc", ".npz", ".npy", ".txt")   # .txt: DeepMimic clips
 FPS = 20.0
 INDEX_VERSION = 1
 _DEFAULTS = EvalOptions()

@@ -1,4 +1,5 @@
-"""Mocap importers: BVH, Acclaim ASF/AMC, AMASS (SMPL-H via smplx), joint .npy, HumanML3D folders.
+"""Mocap importers: BVH, Acclaim ASF/AMC, AMASS (SMPL-H via smplx), joint .npy, DeepMimic .txt,
+HumanML3D folders.
 
 Every loader returns an `ImportedMotion` (22 SMPL-order joints, metres, Y up, source fps);
 `ImportedMotion.to_canonical()` / `.features()` give HumanML3D-style joints / 263-d features at
@@ -13,7 +14,7 @@ import numpy as np
 from .common import ImportedMotion, MotionImportError, check_joints
 from .mapping import PRESETS, JointSource, MappingSpec, resolve_mapping
 
-SUPPORTED_SUFFIXES = (".bvh", ".amc", ".npz", ".npy")
+SUPPORTED_SUFFIXES = (".bvh", ".amc", ".npz", ".npy", ".txt")
 
 __all__ = ["ImportedMotion", "MotionImportError", "JointSource", "PRESETS", "SUPPORTED_SUFFIXES",
            "load_motion", "load_joints_npy", "resolve_mapping"]
@@ -36,7 +37,8 @@ def load_motion(path: str | Path, *, mapping: MappingSpec | None = None, units: 
 
     .bvh: `mapping` (default "lafan1"), `units`; .amc: the .asf beside it (same stem, or the only
     .asf in the folder) or `asf=`, `mapping` (default "cmu"), `fps` (default 120); .npz: AMASS,
-    needs `body_model_dir`; .npy: joints (T, 22, 3) at `fps` (default 20).
+    needs `body_model_dir`; .npy: joints (T, 22, 3) at `fps` (default 20); .txt: a DeepMimic
+    humanoid motion (JSON).
     """
     path = Path(path)
     if not path.is_file():
@@ -58,6 +60,10 @@ def load_motion(path: str | Path, *, mapping: MappingSpec | None = None, units: 
         return load_amass_npz(path, body_model_dir, gender, device)
     if suffix == ".npy":
         return load_joints_npy(path, fps or 20.0)
+    if suffix == ".txt":
+        from .deepmimic import load_deepmimic
+
+        return load_deepmimic(path)
     raise MotionImportError(f"{path}: unsupported extension {suffix!r}; supported: {', '.join(SUPPORTED_SUFFIXES)}")
 
 

@@ -212,6 +212,8 @@ def test_full_report_matches_direct_recomputation(model, tokenizer, shard_sets, 
     md = md_path.read_text()
     assert "hash stand-in" in md and "All-threshold 0.95" in md and "| text_to_motion | small_batches |" in md
     assert "Corpus moment retrieval" in md and "| orig->event |" in md and "| event->event |" in md
+    n = ret["n_items"]
+    assert f"Chance (All): R@1 {100 / n:.2f}, R@2 {200 / n:.2f}" in md and f"MedR {(n + 1) / 2:.1f}" in md
     assert len(report["plots"]) == 4
     for path in report["plots"]:
         with Image.open(path) as im:
