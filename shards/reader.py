@@ -37,7 +37,8 @@ Samples are dicts: key, motion float32 (T, 263) (cropped to the caption's span),
 (among the non-empty captions whose span passes the length filter: a random one in training, the
 first in evaluation; None for a localization sample without captions), events, moments, span
 (first, stop) frames of the crop, meta, repeat. An untrimmed (localization) motion longer than
-max_frames comes as a window of max_frames frames around one of its moments. `collate_samples` pads them into a batch.
+max_frames comes as a window of max_frames frames around one of its moments. `collate_samples`
+pads them into a batch.
 Video is decoded with PyAV by default (`video_backend="decord"` tries decord first; see
 shards.video_io for why that is not the default).
 """
@@ -492,7 +493,6 @@ class ShardDataset(IterableDataset):
                                backend=self.video_backend, where=f"sample {sample['key']!r} video.mp4")
             out["video"] = np.ascontiguousarray(video.transpose(0, 3, 1, 2))
         return out
-
 
     def _moment_window(self, meta: dict, frames: int, pick: np.random.Generator) -> tuple[int, int]:
         """The frames of an untrimmed motion that a localization reader returns: all of them, or

@@ -172,7 +172,6 @@ def _convert(take: Take, root: str, dataset: str, table: str, mapping: str | Non
     return out
 
 
-
 def localization_sample(sample: dict) -> dict | None:
     """A take described by two or more spans as a localization sample (texts [], the spans as
     moments in the untrimmed motion), or None for a take with fewer spans."""
