@@ -36,7 +36,7 @@ from configs.schema import EvalOptions
 from evaluation import protocols as M
 from evaluation.inference import Encoder
 
-MOTION_SUFFIXES = (".bvh", ".amc", ".npz", ".npy", ".txt")   # .txt: DeepMimic clips
+MOTION_SUFFIXES = (".bvh", ".amc", ".npz", ".npy")   # in folders; a DeepMimic .txt is indexed when named
 FPS = 20.0
 INDEX_VERSION = 1
 _DEFAULTS = EvalOptions()

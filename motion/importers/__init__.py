@@ -14,7 +14,8 @@ import numpy as np
 from .common import ImportedMotion, MotionImportError, check_joints
 from .mapping import PRESETS, JointSource, MappingSpec, resolve_mapping
 
-SUPPORTED_SUFFIXES = (".bvh", ".amc", ".npz", ".npy", ".txt")
+# what folder conversions pick up; a DeepMimic .txt is read when named (folders hold notes too)
+SUPPORTED_SUFFIXES = (".bvh", ".amc", ".npz", ".npy")
 
 __all__ = ["ImportedMotion", "MotionImportError", "JointSource", "PRESETS", "SUPPORTED_SUFFIXES",
            "load_motion", "load_joints_npy", "resolve_mapping"]
@@ -38,7 +39,7 @@ def load_motion(path: str | Path, *, mapping: MappingSpec | None = None, units: 
     .bvh: `mapping` (default "lafan1"), `units`; .amc: the .asf beside it (same stem, or the only
     .asf in the folder) or `asf=`, `mapping` (default "cmu"), `fps` (default 120); .npz: AMASS,
     needs `body_model_dir`; .npy: joints (T, 22, 3) at `fps` (default 20); .txt: a DeepMimic
-    humanoid motion (JSON).
+    humanoid motion (JSON), when named (folder scans take SUPPORTED_SUFFIXES only).
     """
     path = Path(path)
     if not path.is_file():
@@ -64,7 +65,8 @@ def load_motion(path: str | Path, *, mapping: MappingSpec | None = None, units: 
         from .deepmimic import load_deepmimic
 
         return load_deepmimic(path)
-    raise MotionImportError(f"{path}: unsupported extension {suffix!r}; supported: {', '.join(SUPPORTED_SUFFIXES)}")
+    raise MotionImportError(f"{path}: unsupported extension {suffix!r}; supported: {', '.join(SUPPORTED_SUFFIXES)}, "
+                            ".txt (DeepMimic)")
 
 
 def _find_asf(amc: Path) -> Path:

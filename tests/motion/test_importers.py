@@ -236,7 +236,10 @@ def test_load_motion_dispatch_and_npy(tmp_path):
     loaded = load_motion(tmp_path / "j.npy")
     np.testing.assert_array_equal(loaded.joints, joints)
     assert loaded.fps == 20.0
-    with pytest.raises(MotionImportError, match=r"x\.txt: unsupported extension"):
+    with pytest.raises(MotionImportError, match=r"x\.xyz: unsupported extension"):
+        (tmp_path / "x.xyz").write_text("")
+        load_motion(tmp_path / "x.xyz")
+    with pytest.raises(MotionImportError, match=r"x\.txt: not a DeepMimic motion file"):
         (tmp_path / "x.txt").write_text("")
         load_motion(tmp_path / "x.txt")
     with pytest.raises(MotionImportError, match=r"y\.npz: AMASS .npz needs .*body_model_dir="):

@@ -247,6 +247,13 @@ def test_one_feature_definition_from_released_humanml3d_to_own_bvh(tmp_path, cap
                           "--no-corpus", "--out", str(tmp_path / "eval")]) == 0
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["retrieval"]["n_items"] == 3
     assert not [r for r in caplog.records if r.levelname == "WARNING" and "feature" in r.getMessage()]
+    # search computes the library's features in the model's definition, and takes the humanml3d set
+    from search.library import Searcher
+
+    index, skipped = Searcher(export, progress=False).build_index([root, tmp_path / "humanml3d"])
+    assert index.motion_features == "humanml3d" and len(index) == 6 and not skipped
+    _, refused = Searcher(export, progress=False).build_index([tmp_path / "trimo"])
+    assert [reason for _, reason, _ in refused] == ["motion_features"]
     with pytest.raises(SystemExit, match="holds 'trimo' motion features but the model reads 'humanml3d' ones; "
                                          rf"convert the set \(trimo-convert-features {tmp_path / 'trimo'} -o OUT "
                                          "--to humanml3d\\)"):
