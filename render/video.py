@@ -25,9 +25,13 @@ from render.scene import MeshClip
 BODIES = ("capsule", "stick", "avatar")
 BACKENDS = ("auto", "egl", "numpy")
 log = logging.getLogger(__name__)
-_gl_renderers: dict[int, object] = {}   # thread id -> its renderer (an EGL context is current in one thread)
+# This thread's renderer and the process that made it (an EGL context is current in one thread;
+# thread-local storage, unlike a dict keyed by thread id, does not hand a dead thread's context to
+# a new thread that gets the same id).
+_gl_local = threading.local()
 _gl_error: Exception | None = None
 _gl_pid: int | None = None
+_gl_made = False                     # whether this process made a context
 EGL_HINT = ("install the system GL libraries (Debian/Ubuntu: apt-get install -y --no-install-recommends "
             "libegl1 libgl1) and `pip install moderngl`, or pass backend='numpy'")
 
@@ -60,24 +64,25 @@ def gl_renderer():
     made a context can't make another (Mesa's inherited locks hang it), so it gets a RenderError
     instead: render only in the workers, or start them with 'spawn' / 'forkserver'.
     """
-    global _gl_error, _gl_pid
-    if _gl_pid != os.getpid():
-        inherited = bool(_gl_renderers)
-        _gl_renderers.clear()
-        _gl_error, _gl_pid = None, os.getpid()
+    global _gl_error, _gl_pid, _gl_made
+    pid = os.getpid()
+    if _gl_pid != pid:
+        inherited = _gl_made
+        _gl_error, _gl_pid, _gl_made = None, pid, False
         if inherited:
             _gl_error = ForkedContextError("this process was forked after its parent created an OpenGL context; "
                                            "render only in worker processes or start them with 'spawn'")
-    thread = threading.get_ident()
-    if thread not in _gl_renderers and _gl_error is None:
+    if getattr(_gl_local, "pid", None) == pid:
+        return _gl_local.renderer
+    if _gl_error is None:
         try:
-            _gl_renderers[thread] = _create_gl_renderer()
+            _gl_local.renderer, _gl_local.pid = _create_gl_renderer(), pid
+            _gl_made = True
+            return _gl_local.renderer
         except Exception as err:  # moderngl/glcontext raise plain Exceptions for missing EGL
             _gl_error = err
-    if thread not in _gl_renderers:
-        hint = "" if isinstance(_gl_error, ForkedContextError) else f"; {EGL_HINT}"
-        raise RenderError(f"OpenGL (EGL) cannot start: {type(_gl_error).__name__}: {_gl_error}{hint}")
-    return _gl_renderers[thread]
+    hint = "" if isinstance(_gl_error, ForkedContextError) else f"; {EGL_HINT}"
+    raise RenderError(f"OpenGL (EGL) cannot start: {type(_gl_error).__name__}: {_gl_error}{hint}")
 
 
 def resolve_backend(backend: str) -> str:

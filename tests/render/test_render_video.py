@@ -2,6 +2,7 @@
 the NumPy fallback engages when EGL cannot start."""
 import io
 import logging
+import threading
 
 import numpy as np
 import pytest
@@ -99,7 +100,7 @@ def test_numpy_fallback_when_egl_cannot_start(monkeypatch, caplog):
         raise RuntimeError("libEGL.so.1: cannot open shared object file")
 
     monkeypatch.setattr(video, "_create_gl_renderer", broken)
-    monkeypatch.setattr(video, "_gl_renderers", {})
+    monkeypatch.setattr(video, "_gl_local", threading.local())
     monkeypatch.setattr(video, "_gl_error", None)
     monkeypatch.setattr(video.resolve_backend, "warned", False, raising=False)
     joints = synthetic_clip(4, seed=5)
@@ -112,22 +113,27 @@ def test_numpy_fallback_when_egl_cannot_start(monkeypatch, caplog):
 
 
 def test_another_thread_renders_with_its_own_context():
-    """A context is current in the thread that made it: a second thread (a web server's worker)
-    gets its own and renders the same frames."""
-    import threading
-
+    """A context is current in the thread that made it: another thread (a web server's worker)
+    gets its own and renders the same frames, also when it reuses a finished thread's id."""
     pytest.importorskip("moderngl")
     joints = synthetic_clip(6, seed=7)
     try:
         here = render_frames(joints, size=48, backend="egl")
     except RenderError as err:
         pytest.skip(f"EGL is not available here: {err}")
-    there = {}
-    thread = threading.Thread(target=lambda: there.update(frames=render_frames(joints, size=48, backend="egl")))
-    thread.start()
-    thread.join()
-    np.testing.assert_array_equal(there["frames"], here)
-    assert len(video._gl_renderers) >= 2
+    def render_in_a_thread() -> dict:
+        there = {}
+        thread = threading.Thread(target=lambda: there.update(frames=render_frames(joints, size=48, backend="egl"),
+                                                              renderer=video.gl_renderer()))
+        thread.start()
+        thread.join()
+        return there
+
+    first, second = render_in_a_thread(), render_in_a_thread()   # the second may reuse the first's thread id
+    for there in (first, second):
+        np.testing.assert_array_equal(there["frames"], here)
+        assert there["renderer"] is not video.gl_renderer()
+    assert second["renderer"] is not first["renderer"]
 
 
 def test_bad_input_names_the_problem():
