@@ -107,6 +107,11 @@ class ContrastiveLossConfig:
     # "local" (local rows x global columns).
     gather: str = "local"
     pair_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])  # mt, mv, tv
+    # One loss code in tiles of the logits: "dense" (one tile, O(rows x columns) memory),
+    # "blockwise" (tiles of block_size: O(B d + block^2), for global batches of 10^4-10^5) or
+    # "auto" (dense up to modeling.contrastive.AUTO_DENSE_MAX_COLUMNS columns, blockwise above).
+    impl: str = "auto"
+    block_size: int = 1024
 
 
 @dataclass

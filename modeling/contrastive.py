@@ -23,10 +23,20 @@ With soft targets the shuffled columns get target mass 0 even when their sentenc
 true caption is high (same words, other order: exactly the pairs they must push apart), so they
 only enter the normalizer of p; with InfoNCE they are never filtered.
 
-Global batch (`gather`): "full" builds the global x global matrices on every rank; "local" builds
+Global batch (`gather`): "full" builds the global x global losses on every rank; "local" builds
 local rows x global columns; in both, embeddings are gathered with gradients and the trainer's
 usual gradient averaging over ranks gives the single-process gradient. Every rank must have the
 same batch size B and the same modalities at a step (each gather is a collective).
+
+One implementation, in tiles (`loss.impl`). The logits are visited in (block x block) tiles; only
+per-row statistics are kept: a running log-sum-exp, and for soft targets the row sums of the target
+weights (Z_i), of w_ij * logit_ij and of w_ij log w_ij, which give
+KL(q_i || p_i) = sum_j w log w / Z - log Z - sum_j w * logit / Z + lse_i (q_ij = w_ij / Z_i);
+InfoNCE is lse_i - logit_i,positive. The backward (a custom autograd function) recomputes each tile:
+dL_i/dlogit_ij = g_i (p_ij - q_ij). Caption similarities are recomputed per tile from the gathered
+caption embeddings, never held as a global x global matrix. "dense" is one tile (fastest while the
+rows x columns matrices fit); "blockwise" tiles of `loss.block_size` keep memory at O(B d +
+block^2); "auto" is dense up to AUTO_DENSE_MAX_COLUMNS columns, blockwise above.
 """
 from __future__ import annotations
 
@@ -41,62 +51,116 @@ from modeling.distributed import (gather_no_grad, gather_varlen_with_grad, gathe
                                   sum_over_ranks)
 
 KINDS = ("soft_kl", "infonce")
+IMPLS = ("auto", "dense", "blockwise")
 PAIRS = (("motion", "text"), ("motion", "video"), ("text", "video"))
+# "auto" uses one tile up to this many columns (global batch + negatives). Measured with
+# `trimo-bench-contrastive speed`: tiles of 1024 are as fast as one tile at 2,048 and faster above.
+AUTO_DENSE_MAX_COLUMNS = 2048
 
 
-def soft_target_weights(sent_sim: torch.Tensor, positive_index: torch.Tensor, epsilon: float,
-                        weighting: str = "cosine") -> torch.Tensor:
-    """LAVIMO eq. 6 rows, normalized to sum to 1. sent_sim (R, C); positive_index (R,) true column."""
-    if weighting not in ("cosine", "binary"):
-        raise ValueError(f"target_weighting must be 'cosine' or 'binary', got {weighting!r}")
-    kept = sent_sim >= epsilon
-    weights = torch.where(kept, sent_sim if weighting == "cosine" else torch.ones_like(sent_sim),
-                          torch.zeros_like(sent_sim))
-    rows = torch.arange(sent_sim.shape[0], device=sent_sim.device)
-    weights = weights.clone()
-    weights[rows, positive_index] = 1.0
-    return weights / weights.sum(dim=1, keepdim=True)
-
-
-def soft_kl_rows(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """KL(target || softmax(logits)) per row; targets may cover only the first columns (rest: 0)."""
-    log_p = logits.log_softmax(dim=1)
-    if targets.shape[1] < logits.shape[1]:
-        targets = F.pad(targets, (0, logits.shape[1] - targets.shape[1]))
-    return (torch.xlogy(targets, targets) - targets * log_p).sum(dim=1)
-
-
-def infonce_rows(logits: torch.Tensor, positive_index: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
-    """Cross-entropy per row with the true column as label; `drop` (R, C<=) columns leave the softmax."""
-    if drop is not None:
-        if drop.shape[1] < logits.shape[1]:
-            drop = F.pad(drop, (0, logits.shape[1] - drop.shape[1]), value=False)
-        logits = logits.masked_fill(drop, float("-inf"))
-    return F.cross_entropy(logits, positive_index, reduction="none")
-
-
-def direction_loss(rows: torch.Tensor, cols: torch.Tensor, positive_index: torch.Tensor,
-                   sent_sim: torch.Tensor | None, scale: torch.Tensor, cfg: ContrastiveLossConfig,
-                   extra_cols: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-row losses (R,) of the rows -> cols softmax. rows/cols/extra_cols are L2-normalized
-    embeddings; extra_cols (K, d) are pure negatives (CAR). sent_sim (R, C) caption similarities or None."""
-    logits = rows @ cols.T
-    if extra_cols is not None and extra_cols.shape[0] > 0:
-        logits = torch.cat([logits, rows @ extra_cols.T], dim=1)
-    logits = logits * scale
-    if cfg.kind == "soft_kl":
-        if sent_sim is None:
-            targets = F.one_hot(positive_index, cols.shape[0]).to(logits.dtype)
+def _tile(rows, cols, cap_rows, cap_cols, positive, c0, is_extra, scale, cfg):
+    """Logits (cosine * scale, filtered columns at -inf), cosines and target weights of one tile;
+    `positive` holds each row's true column in global column numbering, c0 is the tile's first."""
+    cos = rows @ cols.T
+    logits = cos * scale
+    weights = torch.zeros_like(cos)
+    if is_extra:      # chronological negatives: target mass 0, never filtered
+        return logits, cos, weights
+    if cap_rows is not None:
+        sim = cap_rows @ cap_cols.T
+        if cfg.kind == "soft_kl":
+            kept = sim >= cfg.epsilon
+            weights = torch.where(kept, sim if cfg.target_weighting == "cosine" else torch.ones_like(sim), weights)
         else:
-            targets = soft_target_weights(sent_sim.to(logits.dtype), positive_index, cfg.epsilon, cfg.target_weighting)
-        return soft_kl_rows(logits, targets)
-    if cfg.kind == "infonce":
-        drop = None
-        if sent_sim is not None:
-            drop = (1.0 + sent_sim) / 2.0 > cfg.infonce_filter_threshold
-            drop[torch.arange(drop.shape[0], device=drop.device), positive_index] = False
-        return infonce_rows(logits, positive_index, drop)
-    raise ValueError(f"loss.kind must be one of {KINDS}, got {cfg.kind!r}")
+            drop = (1.0 + sim) / 2.0 > cfg.infonce_filter_threshold
+    # The true pair: target weight 1 (soft targets; one-hot for InfoNCE), never filtered.
+    in_tile = positive - c0
+    hit = ((in_tile >= 0) & (in_tile < cols.shape[0])).nonzero().squeeze(1)
+    weights[hit, in_tile[hit]] = 1.0
+    if cap_rows is not None and cfg.kind == "infonce":
+        drop[hit, in_tile[hit]] = False
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits, cos, weights
+
+
+def _column_tiles(cols, extra, block):
+    """(first column index, columns, is_extra) over the true columns, then the negatives."""
+    for c0 in range(0, cols.shape[0], block):
+        yield c0, cols[c0:c0 + block], False
+    if extra is not None:
+        for e0 in range(0, extra.shape[0], block):
+            yield cols.shape[0] + e0, extra[e0:e0 + block], True
+
+
+class _TiledDirection(torch.autograd.Function):
+    """Per-row losses of one direction; see the module docstring. Runs in the inputs' precision
+    with autocast off: logits / tau in bf16 would lose the ranking the loss is about."""
+
+    @staticmethod
+    def forward(ctx, rows, cols, extra, scale, positive, cap_rows, cap_cols, cfg, block):
+        n_rows = rows.shape[0]
+        lse = torch.full((n_rows,), float("-inf"), dtype=rows.dtype, device=rows.device)
+        z, w_logit, w_log_w = torch.zeros_like(lse), torch.zeros_like(lse), torch.zeros_like(lse)
+        with torch.autocast(rows.device.type, enabled=False):
+            for r0 in range(0, n_rows, block):
+                rs = slice(r0, r0 + block)
+                cap_r = cap_rows[rs] if cap_rows is not None else None
+                for c0, tile_cols, is_extra in _column_tiles(cols, extra, block):
+                    cap_c = cap_cols[c0:c0 + block] if cap_r is not None and not is_extra else None
+                    logits, _, w = _tile(rows[rs], tile_cols, cap_r, cap_c, positive[rs], c0, is_extra, scale, cfg)
+                    lse[rs] = torch.logaddexp(lse[rs], torch.logsumexp(logits, dim=1))
+                    if cfg.kind == "soft_kl" and not is_extra:
+                        z[rs] += w.sum(1)
+                        w_logit[rs] += (w * logits).sum(1)
+                        w_log_w[rs] += torch.xlogy(w, w).sum(1)
+            if cfg.kind == "soft_kl":
+                loss = w_log_w / z - torch.log(z) - w_logit / z + lse
+            else:
+                loss = lse - (rows * cols[positive]).sum(1) * scale
+        ctx.save_for_backward(rows, cols, extra, scale, positive, cap_rows, cap_cols, lse, z)
+        ctx.cfg, ctx.block = cfg, block
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        rows, cols, extra, scale, positive, cap_rows, cap_cols, lse, z = ctx.saved_tensors
+        cfg, block = ctx.cfg, ctx.block
+        d_rows, d_cols = torch.zeros_like(rows), torch.zeros_like(cols)
+        d_extra = torch.zeros_like(extra) if extra is not None else None
+        d_scale = torch.zeros((), dtype=rows.dtype, device=rows.device)
+        with torch.autocast(rows.device.type, enabled=False):
+            for r0 in range(0, rows.shape[0], block):
+                rs = slice(r0, r0 + block)
+                cap_r = cap_rows[rs] if cap_rows is not None else None
+                for c0, tile_cols, is_extra in _column_tiles(cols, extra, block):
+                    cap_c = cap_cols[c0:c0 + block] if cap_r is not None and not is_extra else None
+                    logits, cos, w = _tile(rows[rs], tile_cols, cap_r, cap_c, positive[rs], c0, is_extra, scale, cfg)
+                    target = w / z[rs, None] if cfg.kind == "soft_kl" else w
+                    g = grad_loss[rs, None] * (torch.exp(logits - lse[rs, None]) - target)
+                    d_rows[rs] += (g @ tile_cols) * scale
+                    d_tile = (g.T @ rows[rs]) * scale
+                    if is_extra:
+                        d_extra[c0 - cols.shape[0]:c0 - cols.shape[0] + block] += d_tile
+                    else:
+                        d_cols[c0:c0 + block] += d_tile
+                    d_scale += (g * cos).sum()
+        return d_rows, d_cols, d_extra, d_scale.reshape(scale.shape), None, None, None, None, None
+
+
+def direction_loss(rows: torch.Tensor, cols: torch.Tensor, scale: torch.Tensor, cfg: ContrastiveLossConfig,
+                   positive_index: torch.Tensor, caption_rows: torch.Tensor | None = None,
+                   caption_cols: torch.Tensor | None = None, extra_cols: torch.Tensor | None = None,
+                   block: int = 1024) -> torch.Tensor:
+    """Per-row losses (R,) of the rows -> cols softmax in tiles of `block`. rows (R, d), cols (C, d),
+    extra_cols (K, d) (pure negatives, CAR) are L2-normalized embeddings; caption_* L2-normalized
+    sentence embeddings (targets / filtering; None: one-hot targets, no filtering); positive_index
+    (R,) the true column of each row."""
+    if (caption_rows is None) != (caption_cols is None):
+        raise ValueError("give both caption_rows and caption_cols (sentence embeddings of rows and columns) or neither")
+    if extra_cols is not None and extra_cols.shape[0] == 0:
+        extra_cols = None
+    caps = [c.detach().to(rows.dtype) if c is not None else None for c in (caption_rows, caption_cols)]
+    return _TiledDirection.apply(rows, cols, extra_cols, scale, positive_index, *caps, cfg, max(1, block))
 
 
 def _loss_precision(x: torch.Tensor) -> torch.Tensor:
@@ -113,6 +177,10 @@ class ContrastiveAlignment(nn.Module):
             raise ValueError(f"loss.kind must be one of {KINDS}, got {cfg.kind!r}")
         if cfg.gather not in ("none", "full", "local"):
             raise ValueError(f"loss.gather must be none, full or local, got {cfg.gather!r}")
+        if cfg.impl not in IMPLS:
+            raise ValueError(f"loss.impl must be one of {IMPLS}, got {cfg.impl!r}")
+        if cfg.block_size < 1:
+            raise ValueError(f"loss.block_size must be positive, got {cfg.block_size}")
         if len(cfg.pair_weights) != 3:
             raise ValueError(f"loss.pair_weights needs 3 weights (mt, mv, tv), got {list(cfg.pair_weights)}")
         self.cfg = cfg
@@ -126,19 +194,23 @@ class ContrastiveAlignment(nn.Module):
         """1 / tau, clamped to [1 / temperature_max, 1 / temperature_min]."""
         return self.log_scale.exp().clamp(1.0 / self.cfg.temperature_max, 1.0 / self.cfg.temperature_min)
 
+    def tile_size(self, n_rows: int, n_columns: int) -> int:
+        """The tile edge `loss.impl` asks for with these rows and (true + negative) columns."""
+        one_tile = max(n_rows, n_columns)
+        if self.cfg.impl == "dense" or (self.cfg.impl == "auto" and n_columns <= AUTO_DENSE_MAX_COLUMNS):
+            return one_tile
+        return min(self.cfg.block_size, one_tile)
+
     def forward(self, embeddings: dict[str, torch.Tensor], caption_emb: torch.Tensor | None = None,
-                text_sim: torch.Tensor | None = None, negatives: torch.Tensor | None = None,
+                negatives: torch.Tensor | None = None,
                 present: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """embeddings: {"motion"|"text"|"video": (B, d)} (two or three of them), row i = sample i.
-        caption_emb (B, e): sentence embeddings of the captions (targets/filtering), or text_sim
-        (B, B) their cosine similarities (single process only). negatives (K, d): text-encoder
-        embeddings of shuffled-event captions (CAR). present: {modality: (B,) bool} for samples that
-        lack a modality (e.g. no rendered video); a pair then uses only the samples having both.
+        caption_emb (B, e): sentence embeddings of the captions (targets / filtering; None: one-hot
+        targets). negatives (K, d): text-encoder embeddings of shuffled-event captions (CAR).
+        present: {modality: (B,) bool} for samples that lack a modality (e.g. no rendered video); a
+        pair then uses only the samples having both.
         Returns {"align": total, "align_mt": ..., "temperature"}."""
         rank, world = rank_and_world() if self.cfg.gather != "none" else (0, 1)
-        if text_sim is not None and caption_emb is None and world > 1:
-            raise ValueError("text_sim covers only the local batch; with gathered negatives give caption_emb "
-                             "(the captions' sentence embeddings) so that global targets can be built")
         local = {name: F.normalize(_loss_precision(e), dim=-1) for name, e in embeddings.items()}
         b = next(iter(local.values())).shape[0]
         device = next(iter(local.values())).device
@@ -148,23 +220,19 @@ class ContrastiveAlignment(nn.Module):
         for name in local:
             mask = present.get(name, torch.ones(b, dtype=torch.bool, device=device)).bool()
             valid[name] = gather_no_grad(mask) if world > 1 else mask
-
-        sim_all = None
-        if caption_emb is not None:
-            cap = F.normalize(caption_emb.detach().float(), dim=-1)
-            cap = gather_no_grad(cap) if world > 1 else cap
-            sim_all = cap @ cap.T
-        elif text_sim is not None:
-            sim_all = text_sim.detach().float()
+        captions = None
+        if caption_emb is not None:   # (N, e): the global targets come from these, tile by tile
+            captions = F.normalize(caption_emb.detach().float(), dim=-1)
+            captions = gather_no_grad(captions) if world > 1 else captions
         neg_all = None
         if negatives is not None:
             neg = F.normalize(_loss_precision(negatives), dim=-1)
             neg_all = gather_varlen_with_grad(neg) if world > 1 else neg
 
         local_rows = self.cfg.gather == "local" and world > 1
-        # Row sets: this rank's samples ("local") or the global batch; embeddings indexed globally.
-        rows = torch.arange(rank * b, (rank + 1) * b, device=device) if local_rows else \
-            torch.arange(world * b, device=device)
+        # This rank's rows ("local") or the global batch's; the row embeddings of each.
+        row_range = slice(rank * b, (rank + 1) * b) if local_rows else slice(0, world * b)
+        row_source = local if local_rows else gathered
         scale = self.scale()
         out: dict[str, torch.Tensor] = {}
         total = None
@@ -175,19 +243,20 @@ class ContrastiveAlignment(nn.Module):
             n_valid = int(both.sum())
             if n_valid == 0:
                 continue
-            cols = both.nonzero().squeeze(1)
-            column_of = torch.cumsum(both.long(), 0) - 1           # global index -> valid column
-            pair_rows = rows[both[rows]]
-            positive = column_of[pair_rows]
-
-            def row_emb(name):
-                return local[name][pair_rows - rank * b] if local_rows else gathered[name][pair_rows]
-
-            sim_xy = sim_all[pair_rows][:, cols] if sim_all is not None else None
-            sim_yx = sim_all.T[pair_rows][:, cols] if sim_all is not None else None
+            mine = both[row_range]                                 # this pair's rows among row_range
+            positive = (torch.cumsum(both.long(), 0) - 1)[row_range][mine]   # their columns among the valid
+            # Index (copy) only when some sample lacks a modality: at B = 65,536 a copy is 128 MB.
+            pick_cols = (lambda t: t) if n_valid == both.numel() else (lambda t: t[both])
+            pick_rows = (lambda t: t) if bool(mine.all()) else (lambda t: t[mine])
+            cap_rows = pick_rows(captions[row_range]) if captions is not None else None
+            cap_cols = pick_cols(captions) if captions is not None else None
             extra = neg_all if (x, y) == ("motion", "text") else None
-            forward_dir = direction_loss(row_emb(x), gathered[y][cols], positive, sim_xy, scale, self.cfg, extra)
-            backward_dir = direction_loss(row_emb(y), gathered[x][cols], positive, sim_yx, scale, self.cfg)
+            n_extra = extra.shape[0] if extra is not None else 0
+            tile = self.tile_size(int(mine.sum()), n_valid + n_extra)
+            forward_dir = direction_loss(pick_rows(row_source[x]), pick_cols(gathered[y]), scale, self.cfg, positive,
+                                         cap_rows, cap_cols, extra, tile)
+            backward_dir = direction_loss(pick_rows(row_source[y]), pick_cols(gathered[x]), scale, self.cfg, positive,
+                                          cap_rows, cap_cols, None, tile)
             # Mean over the pair's global rows; with local rows each rank holds a 1/world share, so the
             # mean over ranks (what gradient averaging computes) is the global mean.
             denominator = n_valid / world if local_rows else n_valid

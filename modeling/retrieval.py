@@ -9,8 +9,7 @@ the same B at a step):
   the stats given to `set_feature_stats`.)
 - "text_input_ids", "text_attention_mask": (B, L) long, from `modeling.text_encoder.load_tokenizer`.
 - "caption_emb": (B, e) sentence embeddings of the captions (all-MiniLM-L6-v2, computed offline)
-  for the soft targets / negative filtering; or "text_sim": (B, B) their cosine similarities
-  (single process only). Neither: plain one-hot targets.
+  for the soft targets / negative filtering; without them: plain one-hot targets.
 - "shuffled_input_ids", "shuffled_attention_mask": (K, L') event-shuffled captions (CAR);
   "shuffled_owner": (K,) long, the row of the motion each one belongs to. K may be 0.
 - "video": (B, l_v, 3, H, W) float in [0, 1]; "video_mask": (B, l_v) bool. A sample whose
@@ -106,7 +105,7 @@ class RetrievalModel(nn.Module):
                                                    across_ranks=cfg.loss.gather != "none")
 
         present = {"video": batch["video_mask"].bool().any(dim=1)} if "video" in emb else None
-        out.update(self.alignment(emb, batch.get("caption_emb"), batch.get("text_sim"), negatives, present))
+        out.update(self.alignment(emb, batch.get("caption_emb"), negatives, present))
         loss = cfg.align_weight * out["align"]
         if self.decoder is not None and "motion" in emb:
             fused = self.fusion(emb["motion"], feats)

@@ -1,90 +1,15 @@
-"""Benchmarks of trimo's fused kernels.
+"""Benchmark of trimo's fused attention kernels (the contrastive loss: `trimo-bench-contrastive`).
 
   trimo-bench-kernels attention            # GPU: fused vs eager vs SDPA, forward+backward
-  trimo-bench-kernels contrastive-memory   # any machine: peak memory, naive vs blockwise loss
 
 attention: times forward+backward with `triton.testing.do_bench` for the encoders' self-attention,
 SGPA's two-source and LAVIMO's three-source fusion shapes, and reports TFLOP/s (dense count:
 4 B H Lq Lk D forward, 2.5x that backward) next to the device's measured bf16/fp16 matmul rate.
-
-contrastive-memory: each measurement runs in a fresh subprocess: one forward+backward of the
-motion-text pair loss (soft targets from 384-d caption embeddings) and its peak resident set
-(ru_maxrss) minus the RSS after the imports, i.e. inputs + loss + gradients. The naive loss
-(`modeling.contrastive.ContrastiveAlignment`) is measured at --naive-fit sizes and at the table's
-sizes up to --naive-max; larger sizes are extrapolated with a least-squares fit a B^2 + b B + c
-(marked "extrapolated": a B x B float32 matrix alone is 17 GB at B = 65,536).
 """
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import resource
-import subprocess
 import sys
-
-import numpy as np
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _measure_loss(impl: str, batch: int, dim: int, caption_dim: int, kind: str, block: int) -> dict:
-    """Runs in its own process: one forward+backward of the motion-text pair loss."""
-    import time
-
-    import torch
-
-    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
-    from configs.schema import ContrastiveLossConfig
-    from modeling.contrastive import ContrastiveAlignment
-    from modeling.kernels.blockwise_contrastive import blockwise_pair_loss
-
-    base = _rss_mb()
-    g = torch.Generator().manual_seed(0)
-    motion = torch.randn(batch, dim, generator=g, requires_grad=True)
-    text = torch.randn(batch, dim, generator=g, requires_grad=True)
-    captions = torch.randn(batch, caption_dim, generator=g)
-    cfg = ContrastiveLossConfig(kind=kind, gather="none")
-    module = ContrastiveAlignment(cfg)
-    start = time.perf_counter()
-    if impl == "naive":
-        loss = module({"motion": motion, "text": text}, caption_emb=captions)["align_mt"]
-    else:
-        loss = blockwise_pair_loss(motion, text, module.scale(), cfg, captions, block_size=block)
-    loss.backward()
-    seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB on Linux
-    return {"impl": impl, "batch": batch, "peak_mb": peak - base, "seconds": seconds, "loss": loss.item()}
-
-
-def contrastive_memory(args) -> None:
-    sizes = [int(b) for b in args.batches]
-    results = {"naive": {}, "blockwise": {}}
-    naive_sizes = sorted({int(b) for b in args.naive_fit} | {b for b in sizes if b <= args.naive_max})
-    for impl, batches in (("naive", naive_sizes), ("blockwise", sizes)):
-        for batch in batches:
-            cmd = [sys.executable, __file__, "_measure", impl, str(batch), str(args.dim), str(args.caption_dim),
-                   args.kind, str(args.block)]
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-            row = json.loads(out.strip().splitlines()[-1])
-            results[impl][batch] = row
-            print(f"  measured {impl:9s} B={batch:6d}: {row['peak_mb']:9.1f} MB in {row['seconds']:.1f} s", flush=True)
-    measured = sorted(results["naive"])
-    if len(measured) < 3:
-        sys.exit("the naive extrapolation needs at least 3 measured sizes (see --naive-fit)")
-    fit = np.polyfit(measured, [results["naive"][b]["peak_mb"] for b in measured], deg=2)
-    print(f"\nPeak memory above the imports (MB), d={args.dim}, captions {args.caption_dim}-d, "
-          f"kind={args.kind}, forward+backward, CPU:")
-    print("| B | naive | blockwise |\n|---:|---:|---:|")
-    for batch in sizes:
-        if batch in results["naive"]:
-            naive = f"{results['naive'][batch]['peak_mb']:.0f}"
-        else:
-            naive = f"{np.polyval(fit, batch):.0f} (extrapolated)"
-        print(f"| {batch} | {naive} | {results['blockwise'][batch]['peak_mb']:.0f} |")
 
 
 def _flops(b, h, lq, lks, d):
@@ -100,7 +25,7 @@ def attention_bench(args) -> None:
     from modeling.kernels import fused_multi_source_attention
 
     if not torch.cuda.is_available():
-        sys.exit("the attention benchmark needs a CUDA GPU (Triton kernels); run contrastive-memory on CPU")
+        sys.exit("the attention benchmark needs a CUDA GPU (Triton kernels)")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
     n = 8192
     a, b_ = torch.randn(n, n, device="cuda", dtype=dtype), torch.randn(n, n, device="cuda", dtype=dtype)
@@ -155,25 +80,12 @@ def attention_bench(args) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "_measure":
-        impl, batch, dim, cap, kind, block = argv[1:]
-        print(json.dumps(_measure_loss(impl, int(batch), int(dim), int(cap), kind, int(block))))
-        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     att = sub.add_parser("attention", help="GPU timing of fused vs eager vs SDPA attention")
     att.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
-    mem = sub.add_parser("contrastive-memory", help="peak memory of the naive vs blockwise contrastive loss")
-    mem.add_argument("--batches", nargs="+", default=["4096", "8192", "16384", "32768", "65536"])
-    mem.add_argument("--dim", type=int, default=512)
-    mem.add_argument("--caption-dim", type=int, default=384, help="sentence-embedding width (MiniLM: 384)")
-    mem.add_argument("--kind", default="soft_kl", choices=["soft_kl", "infonce"])
-    mem.add_argument("--block", type=int, default=1024, help="tile size of the blockwise loss")
-    mem.add_argument("--naive-max", type=int, default=8192, help="largest table B at which the naive loss is run")
-    mem.add_argument("--naive-fit", nargs="+", default=["1024", "2048", "4096", "8192"],
-                     help="sizes at which the naive loss is measured for the quadratic extrapolation")
     args = parser.parse_args(argv)
-    attention_bench(args) if args.command == "attention" else contrastive_memory(args)
+    attention_bench(args)
 
 
 if __name__ == "__main__":

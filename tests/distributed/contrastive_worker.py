@@ -3,7 +3,7 @@
 Usage: python contrastive_worker.py OUT_DIR. Spawns 2 gloo ranks with batch B each (uneven K negatives and
 samples without video on each) and, in this
 process, the single-process reference on the 2B batch; saves losses and averaged gradients of a
-tiny model for every (kind, gather) case to OUT_DIR/{case}.rank.pt and OUT_DIR/{case}.single.pt.
+tiny model for every (kind, gather, impl) case to OUT_DIR/{case}.rank.pt and OUT_DIR/{case}.single.pt.
 """
 import os
 import sys
@@ -18,7 +18,9 @@ from modeling.contrastive import ContrastiveAlignment
 
 B, IN, D, E = 4, 6, 8, 5
 NEG_PER_RANK = (2, 1)          # uneven K exercises the padded gather
-CASES = [(kind, gather) for kind in ("soft_kl", "infonce") for gather in ("full", "local")]
+# impl: one tile, or tiles of 3 that split each rank's rows, the global columns and the negatives
+CASES = [(kind, gather, impl) for kind in ("soft_kl", "infonce") for gather in ("full", "local")
+         for impl in ("dense", "blockwise")]
 HAS_VIDEO = torch.tensor([True, False, True, False, True, True, True, True])   # uneven per rank
 
 
@@ -32,10 +34,10 @@ def make_data():
     return data, cap, neg
 
 
-def make_model(kind, gather):
+def make_model(kind, gather, impl):
     torch.manual_seed(0)
     model = nn.ModuleDict({m: nn.Linear(IN, D) for m in ("motion", "text", "video")})
-    model["loss"] = ContrastiveAlignment(ContrastiveLossConfig(kind=kind, gather=gather))
+    model["loss"] = ContrastiveAlignment(ContrastiveLossConfig(kind=kind, gather=gather, impl=impl, block_size=3))
     return model.double()
 
 
@@ -52,8 +54,8 @@ def rank_main(rank, world, out_dir, init_file):
     rows = slice(rank * B, (rank + 1) * B)
     start = sum(NEG_PER_RANK[:rank])
     my_neg = neg[start:start + NEG_PER_RANK[rank]]
-    for kind, gather in CASES:
-        model = make_model(kind, gather)
+    for kind, gather, impl in CASES:
+        model = make_model(kind, gather, impl)
         loss, grads = loss_and_grads(model, {m: x[rows] for m, x in data.items()}, cap[rows], my_neg, HAS_VIDEO[rows])
         dist.all_reduce(loss)                       # what a trainer logs: the mean over ranks
         loss /= world
@@ -61,17 +63,17 @@ def rank_main(rank, world, out_dir, init_file):
             dist.all_reduce(g)
             g /= world
         if rank == 0:
-            torch.save({"loss": loss, **grads}, os.path.join(out_dir, f"{kind}-{gather}.rank.pt"))
+            torch.save({"loss": loss, **grads}, os.path.join(out_dir, f"{kind}-{gather}-{impl}.rank.pt"))
     dist.destroy_process_group()
 
 
 def main(out_dir):
     torch.set_num_threads(1)
     data, cap, neg = make_data()
-    for kind, gather in CASES:
-        model = make_model(kind, "none")
+    for kind, gather, impl in CASES:   # the reference: one process, one tile
+        model = make_model(kind, "none", "dense")
         loss, grads = loss_and_grads(model, data, cap, neg, HAS_VIDEO)
-        torch.save({"loss": loss, **grads}, os.path.join(out_dir, f"{kind}-{gather}.single.pt"))
+        torch.save({"loss": loss, **grads}, os.path.join(out_dir, f"{kind}-{gather}-{impl}.single.pt"))
     mp.spawn(rank_main, args=(2, out_dir, os.path.join(out_dir, "init")), nprocs=2, join=True)
 
 

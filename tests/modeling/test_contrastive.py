@@ -1,11 +1,12 @@
-"""Contrastive losses against direct, loop-based implementations of the papers' equations."""
+"""Contrastive losses against direct, loop-based implementations of the papers' equations, each
+on one tile ("dense") and on tiles of 2 ("blockwise": rows, columns and negatives split)."""
 import math
 
 import pytest
 import torch
 
 from configs.schema import ContrastiveLossConfig
-from modeling.contrastive import ContrastiveAlignment, car_accuracy, soft_target_weights
+from modeling.contrastive import ContrastiveAlignment, car_accuracy
 
 
 
@@ -16,6 +17,12 @@ def float64_default():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(previous)
+
+
+@pytest.fixture(params=["dense", "blockwise"])
+def loss_cfg(request):
+    """Builds the loss config of a test with `impl` set to one tile or to tiles of 2."""
+    return lambda **kw: ContrastiveLossConfig(impl=request.param, block_size=2, **kw)
 
 
 # ---- loop references (plain Python over indices, the papers' notation) ----------------------
@@ -96,22 +103,10 @@ def check_close(a, b, tol=1e-6):
     assert torch.allclose(a, b, atol=tol, rtol=0), (a, b)
 
 
-def test_targets_are_distributions_with_eq6_support():
-    _, cap, _ = make_inputs()
-    capn = torch.nn.functional.normalize(cap, dim=-1)
-    w = soft_target_weights(capn @ capn.T, torch.arange(6), 0.8)
-    check_close(w.sum(1), torch.ones(6))
-    ref = lavimo_target(cap, 0.8)
-    check_close(w, torch.tensor([[float(v) for v in row] for row in ref]))
-    assert w[0, 1] > 0 and w[2, 3] == 0          # the near duplicate is kept, a random pair is not
-    wb = soft_target_weights(capn @ capn.T, torch.arange(6), 0.8, "binary")
-    check_close(wb[0], torch.tensor([0.5, 0.5, 0, 0, 0, 0]))
-
-
 @pytest.mark.parametrize("weighting", ["cosine", "binary"])
-def test_soft_kl_trimodal_matches_loop(weighting):
+def test_soft_kl_trimodal_matches_loop(weighting, loss_cfg):
     emb, cap, _ = make_inputs()
-    cfg = ContrastiveLossConfig(kind="soft_kl", gather="none", target_weighting=weighting, pair_weights=[1.0, 0.5, 2.0])
+    cfg = loss_cfg(kind="soft_kl", gather="none", target_weighting=weighting, pair_weights=[1.0, 0.5, 2.0])
     module = ContrastiveAlignment(cfg)
     out = module(emb, caption_emb=cap)
     tau = 1.0 / module.scale()
@@ -129,9 +124,9 @@ def test_soft_kl_trimodal_matches_loop(weighting):
         check_close(got, want)
 
 
-def test_infonce_with_filtering_matches_loop():
+def test_infonce_with_filtering_matches_loop(loss_cfg):
     emb, cap, _ = make_inputs()
-    cfg = ContrastiveLossConfig(kind="infonce", gather="none", temperature_init=0.1, learn_temperature=False)
+    cfg = loss_cfg(kind="infonce", gather="none", temperature_init=0.1, learn_temperature=False)
     module = ContrastiveAlignment(cfg)
     out = module({"motion": emb["motion"], "text": emb["text"]}, caption_emb=cap)
     ref = tmr_pair(emb["motion"], emb["text"], cap, 0.1, 0.8)
@@ -145,9 +140,9 @@ def test_infonce_with_filtering_matches_loop():
 
 
 @pytest.mark.parametrize("kind", ["soft_kl", "infonce"])
-def test_chronological_negatives_match_loop(kind):
+def test_chronological_negatives_match_loop(kind, loss_cfg):
     emb, cap, neg = make_inputs()
-    cfg = ContrastiveLossConfig(kind=kind, gather="none")
+    cfg = loss_cfg(kind=kind, gather="none")
     module = ContrastiveAlignment(cfg)
     out = module({"motion": emb["motion"], "text": emb["text"]}, caption_emb=cap, negatives=neg)
     tau = 1.0 / module.scale()
@@ -162,12 +157,12 @@ def test_chronological_negatives_match_loop(kind):
 
 
 @pytest.mark.parametrize("kind", ["soft_kl", "infonce"])
-def test_identical_shuffled_caption_equals_duplicated_column(kind):
+def test_identical_shuffled_caption_equals_duplicated_column(kind, loss_cfg):
     """A negative identical to its owner's caption acts as a duplicated text column in m->t only."""
     emb, cap, _ = make_inputs()
     owner = torch.tensor([0, 3])
     neg = emb["text"][owner]
-    cfg = ContrastiveLossConfig(kind=kind, gather="none")
+    cfg = loss_cfg(kind=kind, gather="none")
     module = ContrastiveAlignment(cfg)
     out = module({"motion": emb["motion"], "text": emb["text"]}, caption_emb=cap, negatives=neg)
     tau = 1.0 / module.scale()
@@ -189,11 +184,11 @@ def test_identical_shuffled_caption_equals_duplicated_column(kind):
     assert float(out["align"].detach()) > float(without.detach())   # the duplicate column lowers p of the true text
 
 
-def test_negatives_never_contribute_a_text_to_motion_row():
+def test_negatives_never_contribute_a_text_to_motion_row(loss_cfg):
     """The total is m->t over N + K columns plus t->m over the N motions only (no row per negative),
     whatever the negatives are."""
     emb, cap, neg = make_inputs()
-    cfg = ContrastiveLossConfig(kind="soft_kl", gather="none")
+    cfg = loss_cfg(kind="soft_kl", gather="none")
     module = ContrastiveAlignment(cfg)
     tau = 1.0 / module.scale()
     m, t = emb["motion"], emb["text"]
@@ -209,11 +204,11 @@ def test_negatives_never_contribute_a_text_to_motion_row():
 
 
 @pytest.mark.parametrize("kind", ["soft_kl", "infonce"])
-def test_samples_without_a_modality_leave_only_its_pairs(kind):
+def test_samples_without_a_modality_leave_only_its_pairs(kind, loss_cfg):
     """Samples 1 and 4 have no video: the pairs with video use the other samples (and their
     captions' targets) only; motion-text keeps all six."""
     emb, cap, neg = make_inputs()
-    module = ContrastiveAlignment(ContrastiveLossConfig(kind=kind, gather="none"))
+    module = ContrastiveAlignment(loss_cfg(kind=kind, gather="none"))
     has_video = torch.tensor([True, False, True, True, False, True])
     out = module(emb, caption_emb=cap, negatives=neg, present={"video": has_video})
     tau = 1.0 / module.scale()
@@ -237,21 +232,12 @@ def test_samples_without_a_modality_leave_only_its_pairs(kind):
     assert "align_mv" not in none and "align_tv" not in none and "align_mt" in none
 
 
-def test_text_sim_matrix_equals_caption_embeddings():
-    emb, cap, _ = make_inputs()
-    module = ContrastiveAlignment(ContrastiveLossConfig(gather="none"))
-    capn = torch.nn.functional.normalize(cap, dim=-1)
-    a = module(emb, caption_emb=cap)["align"]
-    b = module(emb, text_sim=capn @ capn.T)["align"]
-    check_close(a, b)
-
-
-def test_no_similarity_means_one_hot_targets_equal_infonce_sum():
+def test_no_similarity_means_one_hot_targets_equal_infonce_sum(loss_cfg):
     """Without caption similarities the KL with one-hot targets is plain cross-entropy (x2)."""
     emb, _, _ = make_inputs()
     pair = {"motion": emb["motion"], "text": emb["text"]}
-    kl = ContrastiveAlignment(ContrastiveLossConfig(kind="soft_kl", gather="none"))(pair)["align"]
-    nce = ContrastiveAlignment(ContrastiveLossConfig(kind="infonce", gather="none"))(pair)["align"]
+    kl = ContrastiveAlignment(loss_cfg(kind="soft_kl", gather="none"))(pair)["align"]
+    nce = ContrastiveAlignment(loss_cfg(kind="infonce", gather="none"))(pair)["align"]
     check_close(kl, 2 * nce)
 
 

@@ -1,4 +1,5 @@
-"""2 ranks x batch B give the single-process loss and gradients of batch 2B (full and local rows)."""
+"""2 ranks x batch B give the single-process loss and gradients of batch 2B (full and local rows, one
+tile or many), with uneven chronological negatives and samples without video on each rank."""
 import subprocess
 import sys
 from pathlib import Path
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 WORKER = Path(__file__).parents[1] / "distributed" / "contrastive_worker.py"
-CASES = [f"{k}-{g}" for k in ("soft_kl", "infonce") for g in ("full", "local")]
+CASES = [f"{k}-{g}-{i}" for k in ("soft_kl", "infonce") for g in ("full", "local") for i in ("dense", "blockwise")]
 
 
 @pytest.fixture(scope="module")
