@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The main job on the built-in demo data, on CPU: build the demo shards, train every head jointly
+# The main job on the built-in demo data (CPU or GPU): build the demo shards, train every head jointly
 # with `accelerate launch` (2 processes, DeepSpeed ZeRO-2), evaluate on the demo test split.
-# Environment knobs: TRIMO_DEMO_SIZE (tiny|small|default|large), TRIMO_QUICKSTART_STEPS.
+# Environment knobs: TRIMO_DEMO_SIZE (tiny|small|default|large), TRIMO_QUICKSTART_STEPS,
+# TRIMO_NUM_PROCESSES (default: the GPU count, 2 on CPU).
 set -euo pipefail
 start=$(date +%s)
 source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
@@ -12,9 +13,16 @@ run="runs/quickstart"
 echo "[trimo] 1/3 demo corpus ($size) -> $data"
 ensure_demo "$data" "$size"
 
-echo "[trimo] 2/3 training all heads jointly: 2 processes, DeepSpeed ZeRO-2 on CPU"
+# One process per GPU on a CUDA machine, two over gloo on CPU (TRIMO_NUM_PROCESSES overrides).
+if gpus=$(python -c "import torch, sys; n = torch.cuda.device_count(); print(n); sys.exit(n == 0)"); then
+    where="$gpus GPU(s)"
+else
+    gpus=2 where="CPU"
+fi
+procs="${TRIMO_NUM_PROCESSES:-$gpus}"
+echo "[trimo] 2/3 training all heads jointly: $procs processes, DeepSpeed ZeRO-2 on $where"
 rm -rf "$run"
-accelerate launch --config_file accelerate_config.yaml --num_processes 2 -m launch.train \
+accelerate launch --config_file accelerate_config.yaml --num_processes "$procs" -m launch.train \
     --config configs/quickstart.yaml \
     run.output_dir="$run" \
     data.retrieval.index="$data/retrieval/shards.json" \
