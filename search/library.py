@@ -46,6 +46,8 @@ CHUNK_OVERLAP = 0.5
 # numpy: exact, one matrix-vector product per query; faiss: exact too (IndexFlatIP), for libraries
 # of millions of chunks (optional extra)
 SEARCH_BACKENDS = ("numpy", "faiss")
+# Motions embedded per step of `add`: their features are in memory, the others on disk.
+EMBED_GROUP = 256
 
 
 class SearchIndexError(ValueError):
@@ -82,6 +84,78 @@ class Moment:
     p_end: list[float] = field(default_factory=list)
 
 
+class FeatureStore:
+    """Every motion's (frames, 263) float32 features, on disk: a saved index's features file plus a
+    scratch file (deleted on close) that new motions are appended to. Building, growing or saving
+    an index therefore holds in memory only the motions being embedded, whatever the library's
+    size; `store[i]` is a memory-mapped view, `read_bytes(i)` a plain read (saving uses it, so
+    that the pages it reads are not mapped into the process)."""
+
+    SAVED, SCRATCH = 0, 1
+    ROW_BYTES = 263 * 4
+
+    def __init__(self, arrays: Iterable[np.ndarray] = ()):
+        self._saved: np.memmap | None = None
+        self._saved_file = None       # the saved features file, for reads
+        self._scratch = None          # the scratch file, created on the first append
+        self._scratch_rows = 0
+        self._scratch_map: np.ndarray | None = None
+        self._refs: list[tuple[int, int, int]] = []   # per motion: (SAVED | SCRATCH, first row, end row)
+        self.extend(arrays)
+
+    @classmethod
+    def mapped(cls, path: Path, offsets: np.ndarray) -> FeatureStore:
+        """The motions of a saved index: rows offsets[i]:offsets[i + 1] of its .features.npy."""
+        out = cls()
+        out._saved = np.load(path, mmap_mode="r", allow_pickle=False)
+        out._saved_file = open(path, "rb")
+        out._refs = [(cls.SAVED, a, b) for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
+        return out
+
+    def extend(self, arrays: Iterable[np.ndarray]) -> None:
+        import tempfile
+
+        for array in arrays:
+            array = np.ascontiguousarray(array, dtype=np.float32).reshape(-1, 263)
+            if self._scratch is None:
+                self._scratch = tempfile.TemporaryFile(prefix="trimo-index-features-")
+            self._scratch.seek(0, os.SEEK_END)
+            self._scratch.write(array.tobytes())
+            self._refs.append((self.SCRATCH, self._scratch_rows, self._scratch_rows + len(array)))
+            self._scratch_rows += len(array)
+            self._scratch_map = None
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        source, a, b = self._refs[i]
+        if source == self.SAVED:
+            return self._saved[a:b]
+        if self._scratch_map is None:     # remapped after appends: one mapping, not one per motion
+            self._scratch.flush()
+            self._scratch_map = np.memmap(self._scratch, dtype=np.float32, mode="r", shape=(self._scratch_rows, 263))
+        return self._scratch_map[a:b]
+
+    def read_bytes(self, i: int) -> bytes:
+        source, a, b = self._refs[i]
+        if source == self.SAVED:
+            file, base = self._saved_file, self._saved.offset
+        else:
+            self._scratch.flush()
+            file, base = self._scratch, 0
+        return os.pread(file.fileno(), (b - a) * self.ROW_BYTES, base + a * self.ROW_BYTES)
+
+    def __delitem__(self, i: int) -> None:
+        del self._refs[i]
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return (self[i] for i in range(len(self)))
+
+    def frames(self) -> list[int]:
+        return [b - a for _, a, b in self._refs]
+
+
 @dataclass
 class MotionIndex:
     """Motions (features at 20 fps) and their chunk embeddings, tied to one model."""
@@ -92,7 +166,7 @@ class MotionIndex:
     chunk_s: float = _DEFAULTS.chunk_s
     chunk_overlap: float = CHUNK_OVERLAP
     entries: list[dict] = field(default_factory=list)    # id, path, frames, duration_s, size, mtime
-    features: list[np.ndarray] = field(default_factory=list)
+    features: FeatureStore = field(default_factory=FeatureStore)
     chunk_emb: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     chunk_owner: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     chunk_span: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
@@ -132,20 +206,18 @@ class MotionIndex:
         """PATH.safetensors (chunk embeddings, spans, owners, feature offsets), PATH.features.npy
         (every motion's features, one float32 array read back memory-mapped: a query touches only
         the motions it localizes) and PATH.json (ids, paths, durations, fps, the model). Each is
-        written to a temporary name and renamed, so an index is never left half-written; features
-        are copied motion by motion, so memory stays bounded whatever the library's size."""
-        from numpy.lib.format import open_memmap
+        written to a temporary name and renamed, so an index is never left half-written."""
+        from numpy.lib.format import write_array_header_1_0
         from safetensors.numpy import save_file
 
         tensors_path, features_path, meta_path = index_paths(path)
         tensors_path.parent.mkdir(parents=True, exist_ok=True)
-        offsets = np.cumsum([0] + [len(f) for f in self.features]).astype(np.int64)
+        offsets = np.cumsum([0] + self.features.frames()).astype(np.int64)
         tmp = features_path.with_name(features_path.name + ".tmp")
-        store = open_memmap(tmp, mode="w+", dtype=np.float32, shape=(int(offsets[-1]), 263))
-        for motion, a, b in zip(self.features, offsets[:-1], offsets[1:]):
-            store[a:b] = motion
-        store.flush()
-        del store
+        with open(tmp, "wb") as f:    # streamed motion by motion: memory stays bounded
+            write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (int(offsets[-1]), 263)})
+            for i in range(len(self.features)):
+                f.write(self.features.read_bytes(i))
         os.replace(tmp, features_path)
         tensors = {"offsets": offsets, "chunk_emb": self.chunk_emb, "chunk_owner": self.chunk_owner,
                    "chunk_span": self.chunk_span}
@@ -173,9 +245,7 @@ class MotionIndex:
             raise SearchIndexError(f"{meta_path}: index version {meta.get('version')} (this trimo reads "
                                    f"{INDEX_VERSION}); build it again with `trimo-search index`")
         t = load_file(str(tensors_path))
-        store = np.load(features_path, mmap_mode="r", allow_pickle=False)
-        offsets = t["offsets"]
-        features = [store[a:b] for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
+        features = FeatureStore.mapped(features_path, t["offsets"])
         return cls(model=meta["model"], fingerprint=meta["fingerprint"], motion_features=meta["motion_features"],
                    chunk_s=meta["chunk_s"], chunk_overlap=meta["chunk_overlap"], entries=meta["entries"],
                    features=features, chunk_emb=t["chunk_emb"], chunk_owner=t["chunk_owner"],
@@ -218,8 +288,9 @@ def library_files(paths: Iterable[str | Path]) -> Iterator[tuple[str, Path]]:
 
 
 def read_file_motions(file: Path, definition: str, *, mapping: str | None = None, units: str = "auto",
-                      body_model_dir: str | None = None) -> list[tuple[str, np.ndarray]]:
-    """('', features at 20 fps) of a mocap file, or (key, features) of every sample of a shard set."""
+                      body_model_dir: str | None = None) -> Iterable[tuple[str, np.ndarray]]:
+    """('', features at 20 fps) of a mocap file, or (key, features) of every sample of a shard set
+    (read lazily)."""
     from motion.features import joints_to_features
     from motion.importers import load_motion
     from motion.importers.common import MotionImportError
@@ -243,18 +314,25 @@ def read_file_motions(file: Path, definition: str, *, mapping: str | None = None
         raise SkippedFile(" ".join(str(err).split()), getattr(err, "reason", None) or "bad_input") from None
 
 
-def _shard_set_motions(spec: Path, definition: str) -> list[tuple[str, np.ndarray]]:
+def _shard_set_motions(spec: Path, definition: str) -> Iterator[tuple[str, np.ndarray]]:
+    """The samples of a shard set, read one at a time (a set may hold more motions than memory)."""
     from shards.reader import iter_decoded, load_index
     from shards.schema import ShardError
 
     try:
         index = load_index(str(spec))
         index.require_motion_features(definition, "the model reads")
-        folder = spec.parent if spec.name == "shards.json" else spec
-        return [(s["key"], s["motion"]) for s in iter_decoded([str(folder / e.name) for e in index.shards],
-                                                              members=("motion.npy", "meta.json"))]
     except ShardError as err:
         raise SkippedFile(str(err), err.reason) from None
+    folder = spec.parent if spec.name == "shards.json" else spec
+
+    def samples():
+        try:
+            for s in iter_decoded([str(folder / e.name) for e in index.shards], members=("motion.npy", "meta.json")):
+                yield s["key"], s["motion"]
+        except ShardError as err:
+            raise SkippedFile(str(err), err.reason) from None
+    return samples()
 
 
 # ---------------------------------------------------------------- the searcher
@@ -309,71 +387,99 @@ class Searcher:
             units: str = "auto", body_model_dir: str | None = None) -> tuple[int, list[tuple[str, str, str]]]:
         """Embed the motions of the files in `paths` that the index lacks or that changed (size,
         mtime; a changed file's old motions are dropped); unchanged files are not even read. An id
-        taken by another file gets a `~2`, `~3`, ... suffix. Returns (motions added,
-        [(file, reason, message)] skipped)."""
+        taken by another file gets a `~2`, `~3`, ... suffix. Motions are embedded EMBED_GROUP at a
+        time and their features written to disk. Returns (motions added, [(file, reason, message)]
+        skipped)."""
         from tqdm import tqdm
 
         self.check(index)
+        read_options = {"mapping": mapping, "units": units, "body_model_dir": body_model_dir}
+        added, skipped, parts, entries, features = 0, [], [], [], []
+        # one bar over the motions (a shard set is one file of many), not one per embedding batch
+        bar, self.encoder.progress = tqdm(desc="indexing", unit=" motions", disable=not self.encoder.progress), False
+        try:
+            for entry, motion in self._new_motions(index, paths, read_options, skipped, parts):
+                entries.append(entry)
+                features.append(motion)
+                added += 1
+                if len(features) >= EMBED_GROUP:
+                    self._append(index, entries, features, parts)
+                    bar.update(len(features))
+                    entries, features = [], []
+            if features:
+                self._append(index, entries, features, parts)
+                bar.update(len(features))
+        finally:
+            self._merge(index, parts)
+            self.encoder.progress = not bar.disable
+            bar.close()
+        return added, skipped
+
+    def _new_motions(self, index: MotionIndex, paths: Iterable[str | Path], read_options: dict,
+                     skipped: list, parts: list) -> Iterator[tuple[dict, np.ndarray]]:
+        """(entry, features) of each motion in `paths` that the index lacks, read one at a time;
+        unreadable files and too short motions go to `skipped`."""
         known = {e["path"]: (e["size"], e["mtime"]) for e in index.entries}
         ids = {e["id"] for e in index.entries}
-        added, skipped = 0, []
-        new_features, new_entries = [], []
-        for motion_id, file in tqdm(list(library_files(paths)), desc="reading motions",
-                                    disable=not self.encoder.progress):
+        for motion_id, file in library_files(paths):
             path = str(file.resolve())
             stat = file.stat() if file.exists() else None
             signature = (stat.st_size, int(stat.st_mtime)) if stat else (0, 0)
             if known.get(path) == signature:
                 continue
             try:
-                motions = read_file_motions(file, self.motion_features, mapping=mapping, units=units,
-                                            body_model_dir=body_model_dir)
+                motions = read_file_motions(file, self.motion_features, **read_options)
+                if path in known:   # changed since it was indexed
+                    self._merge(index, parts)   # positions shift: the chunks embedded so far go in first
+                    for position in reversed([i for i, e in enumerate(index.entries) if e["path"] == path]):
+                        ids.discard(index.entries[position]["id"])
+                        self._drop(index, position)
+                for key, features in motions:   # a shard set may break part-way: its motions so far stay
+                    if len(features) < 2:
+                        skipped.append((str(file), "too_short", f"{file}{':' + key if key else ''}: "
+                                                                f"{len(features)} frame(s) at 20 fps"))
+                        continue
+                    base = f"{motion_id}/{key}" if key else motion_id
+                    full_id, n = base, 1
+                    while full_id in ids:
+                        n += 1
+                        full_id = f"{base}~{n}"
+                    ids.add(full_id)
+                    yield ({"id": full_id, "path": path, "key": key, "fps": FPS, "frames": len(features),
+                            "duration_s": len(features) / FPS, "size": signature[0], "mtime": signature[1]},
+                           np.asarray(features, dtype=np.float32))
             except SkippedFile as err:
                 skipped.append((str(file), err.reason, str(err)))
-                continue
-            if path in known:   # changed since it was indexed
-                for position in reversed([i for i, e in enumerate(index.entries) if e["path"] == path]):
-                    ids.discard(index.entries[position]["id"])
-                    self._drop(index, position)
-            for key, features in motions:
-                if len(features) < 2:
-                    skipped.append((str(file), "too_short", f"{file}{':' + key if key else ''}: "
-                                                            f"{len(features)} frame(s) at 20 fps"))
-                    continue
-                base = f"{motion_id}/{key}" if key else motion_id
-                full_id, n = base, 1
-                while full_id in ids:
-                    n += 1
-                    full_id = f"{base}~{n}"
-                ids.add(full_id)
-                new_entries.append({"id": full_id, "path": path, "key": key, "fps": FPS, "frames": len(features),
-                                    "duration_s": len(features) / FPS, "size": signature[0],
-                                    "mtime": signature[1]})
-                new_features.append(np.asarray(features, dtype=np.float32))
-                added += 1
-        if new_features:
-            self._append(index, new_entries, new_features)
-        return added, skipped
 
     def build_index(self, paths: Iterable[str | Path], **read_options) -> tuple[MotionIndex, list]:
         index = self.new_index()
         _, skipped = self.add(index, paths, **read_options)
         return index, skipped
 
-    def _append(self, index: MotionIndex, entries: list[dict], features: list[np.ndarray]) -> None:
+    def _append(self, index: MotionIndex, entries: list[dict], features: list[np.ndarray], parts: list) -> None:
+        """Embed these motions' chunks into `parts` (merged by `_merge`); their features go to disk."""
         chunks, owners, spans = [], [], []
         for i, motion in enumerate(features, start=len(index.entries)):
             for start, stop in M.chunk_windows(len(motion), FPS, index.chunk_s, index.chunk_overlap):
                 chunks.append(motion[start:stop])
                 owners.append(i)
                 spans.append((start, stop))
-        emb = self.embed_motions(chunks)
-        index.chunk_emb = emb if not len(index.chunk_emb) else np.concatenate([index.chunk_emb, emb])
-        index.chunk_owner = np.concatenate([index.chunk_owner, np.asarray(owners, np.int64)])
-        index.chunk_span = np.concatenate([index.chunk_span, np.asarray(spans, np.int64).reshape(-1, 2)])
+        parts.append((self.embed_motions(chunks), np.asarray(owners, np.int64),
+                      np.asarray(spans, np.int64).reshape(-1, 2)))
         index.entries += entries
-        index.features += features
+        index.features.extend(features)
+
+    @staticmethod
+    def _merge(index: MotionIndex, parts: list) -> None:
+        """The chunk arrays of `parts` appended to the index's, in one concatenation; parts emptied."""
+        if not parts:
+            return
+        emb, owners, spans = (list(x) for x in zip(*parts))
+        index.chunk_emb = np.concatenate(([index.chunk_emb] if len(index.chunk_emb) else []) + emb)
+        index.chunk_owner = np.concatenate([index.chunk_owner] + owners)
+        index.chunk_span = np.concatenate([index.chunk_span] + spans)
         index._first = index._faiss = None
+        parts.clear()
 
     @staticmethod
     def _drop(index: MotionIndex, position: int) -> None:

@@ -1,6 +1,8 @@
-"""Search at library scale: index save / load time and the time of one query over N motions.
+"""Search at library scale: index save / load time and the time of one query over N motions,
+and (with --build) the time and memory of indexing N real motions.
 
     python -m tools.bench_search [--motions 100000] [--dim 128] [--model EXPORT] [--out DIR]
+    python -m tools.bench_search --build data/demo-default/retrieval/shards.json --model EXPORT [--motions 100000]
 
 Builds a synthetic index (random unit chunk embeddings; motions of 2-20 s cut into the search's
 10 s chunks with a 5 s hop), saves and loads it, and times a
@@ -8,12 +10,17 @@ query (the 5 motions whose best chunk scores highest) with the numpy backend and
 is installed, the faiss one, against a baseline measured in the same run: the plain per-motion
 loop. Features are stored as 2 frames per motion (loading and
 querying never read them; on disk a real library takes frames x 263 x 4 bytes more). With
---model, the text encoder's time for one query is measured too. Embedding the motions (the index
-build) is the model's forward pass over every chunk: see `trimo-search index` for its rate.
+--model, the text encoder's time for one query is measured too.
+
+--build: the index build itself (`Searcher.build_index`, what `trimo-search index` runs) over a
+shard set repeated until it holds --motions samples (links to its shards under new names), then
+the save; prints the rate and the peak RSS above the RSS after loading the model.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import resource
 import statistics
 import sys
@@ -24,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from evaluation.protocols import chunk_windows
-from search.library import CHUNK_OVERLAP, FPS, MotionIndex, Searcher, rank_motions
+from search.library import CHUNK_OVERLAP, FPS, FeatureStore, MotionIndex, Searcher, rank_motions
 
 
 def synthetic_index(n: int, dim: int, seed: int = 0) -> MotionIndex:
@@ -37,7 +44,7 @@ def synthetic_index(n: int, dim: int, seed: int = 0) -> MotionIndex:
     entries = [{"id": f"m{i:07d}", "path": f"/library/m{i:07d}.bvh", "key": "", "fps": FPS, "frames": int(f),
                 "duration_s": float(f) / FPS, "size": 0, "mtime": 0} for i, f in enumerate(frames)]
     return MotionIndex(model="synthetic", fingerprint="synthetic", motion_features="trimo", entries=entries,
-                       features=[np.zeros((2, 263), np.float32)] * n, chunk_emb=emb,
+                       features=FeatureStore([np.zeros((2, 263), np.float32)] * n), chunk_emb=emb,
                        chunk_owner=np.repeat(np.arange(n), counts), chunk_span=spans.astype(np.int64))
 
 
@@ -56,6 +63,46 @@ def timed(fn, repeats: int) -> tuple[float, object]:
     return statistics.median(times), out
 
 
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def repeated_shard_set(spec: str, motions: int, folder: Path) -> Path:
+    """A shards.json in `folder` listing the set's shards (as links) until it holds >= `motions` samples."""
+    source = Path(spec)
+    index = json.loads(source.read_text())
+    per_pass = sum(e["count"] for e in index["shards"])
+    entries = []
+    for rep in range(-(-motions // per_pass)):
+        for e in index["shards"]:
+            name = f"rep{rep:03d}-{e['name']}"
+            os.symlink((source.parent / e["name"]).resolve(), folder / name)
+            entries.append({**e, "name": name})
+    index["shards"], index["total"] = entries, per_pass * (len(entries) // len(index["shards"]))
+    (folder / "shards.json").write_text(json.dumps(index))
+    return folder / "shards.json"
+
+
+def build_benchmark(args) -> int:
+    import torch
+
+    searcher = Searcher(args.model, progress=True)
+    base = _rss_mb()
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = repeated_shard_set(args.build, args.motions, Path(tmp))
+        start = time.perf_counter()
+        index, skipped = searcher.build_index([spec])
+        build_s = time.perf_counter() - start
+        save_s, written = timed(lambda: index.save(Path(args.out or tmp) / "bench"), 1)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+        size = sum(f.stat().st_size for f in written) / 2**30
+    print(f"indexed {len(index):,} motions ({len(index.chunk_emb):,} chunks, {len(skipped)} skipped) in {build_s:.0f} s: "
+          f"{len(index) / build_s:.0f} motions/s; save {save_s:.0f} s ({size:.1f} GiB); peak RSS {peak:.0f} MiB "
+          f"above the loaded model, {torch.get_num_threads()} threads")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--motions", type=int, default=100_000)
@@ -63,7 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None, help="an export, to time the text encoder for one query")
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--out", default=None, help="folder for the index (default: a temporary one)")
+    p.add_argument("--build", default=None, metavar="SHARDS_JSON",
+                   help="time indexing --motions real motions (this shard set, repeated) with --model")
     args = p.parse_args(argv)
+    if args.build:
+        if not args.model:
+            p.error("--build needs --model EXPORT")
+        return build_benchmark(args)
     index = synthetic_index(args.motions, args.dim)
     print(f"{args.motions:,} motions, {len(index.chunk_emb):,} chunks of {args.dim} dims")
     with tempfile.TemporaryDirectory() as tmp:

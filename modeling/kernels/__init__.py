@@ -1,5 +1,4 @@
-"""Fused kernels of trimo: Triton attention (needs the optional `triton` package) and the
-blockwise contrastive loss (pure PyTorch, `modeling.kernels.blockwise_contrastive`).
+"""Fused kernels of trimo: Triton attention (needs the optional `triton` package).
 
 `from modeling.kernels import fused_attention` raises ImportError when triton is not installed;
 `modeling.attention` relies on that to fall back to SDPA.

@@ -103,6 +103,31 @@ def test_pyramid_moments_without_a_head(models, library):
     assert best.score == pytest.approx(float(scores[w]), abs=1e-5)
 
 
+def test_groups_of_motions_give_the_same_index_and_features_stay_on_disk(models, library, monkeypatch):
+    """`add` embeds EMBED_GROUP motions at a time and writes their features to a scratch file:
+    groups of one give the index of one group, also when a changed file is dropped in between."""
+    from search import library as lib
+
+    searcher = Searcher(models["head"], progress=False)
+    whole, _ = searcher.build_index([library])
+    monkeypatch.setattr(lib, "EMBED_GROUP", 1)
+    grouped, _ = searcher.build_index([library])
+    assert np.array_equal(grouped.chunk_owner, whole.chunk_owner) and np.array_equal(grouped.chunk_span, whole.chunk_span)
+    # batches of other motions pad differently: the same embeddings up to float rounding
+    assert np.allclose(grouped.chunk_emb, whole.chunk_emb, atol=1e-5, rtol=0)
+    assert all(np.array_equal(a, b) for a, b in zip(grouped.features, whole.features))
+    assert all(isinstance(f, np.memmap) for f in grouped.features)        # read back from disk, not held
+    walking_bvh(library / "jump.bvh", n_frames=120, fps=30.0)              # changed: dropped, then re-added
+    os.utime(library / "jump.bvh", (1, 1))
+    added, _ = searcher.add(grouped, [library])
+    assert added == 1 and [e["id"] for e in grouped.entries] == ["cmu/walk", "long_turn", "jump"]
+    counts = np.bincount(grouped.chunk_owner, minlength=len(grouped))
+    assert list(counts) == [len(M.chunk_windows(len(f), FPS, grouped.chunk_s, grouped.chunk_overlap))
+                            for f in grouped.features]
+    assert np.allclose(grouped.chunk_emb[grouped.chunk_owner == 1], whole.chunk_emb[whole.chunk_owner == 2], atol=1e-5)
+    assert grouped.entries[2]["frames"] == len(grouped.features[2]) > whole.entries[1]["frames"]   # the new take
+
+
 def test_incremental_add_and_another_models_index_is_refused(models, library, tmp_path, capsys):
     out = tmp_path / "lib"
     assert cli.main(["index", "--model", str(models["head"]), str(library / "cmu"), str(library / "jump.bvh"),
