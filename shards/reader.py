@@ -15,13 +15,17 @@ How an epoch is split (all ranks compute the same plan from the index counts, no
    q samples: with `fill_skipped` it replaces skipped ones by reading on past its range (marked
    `repeat=True`), so every rank yields the same number of batches even when samples are bad,
    and a collective never waits on a rank that ran short.
-4. Resume: the state (`ShardLoader.state_dict()`, JSON-able) is the epoch, the samples consumed
-   per worker and the number of DataLoader items received. Workers replay their stream and drop
-   the first `consumed[worker]` samples, and the DataLoader's worker rotation restarts at the
-   worker that was due, so the rest is identical to an uninterrupted epoch. Replayed samples are
-   decoded again: resuming costs time proportional to the part of the epoch already done. With
-   equal quotas all ranks consume the same per-worker counts, so any rank's state restores every
-   rank. Don't also call accelerate's `skip_first_batches`.
+4. Resume: the state (`ShardLoader.state_dict()`, JSON-able, a few hundred bytes per worker
+   whatever the set's size) is the epoch, the samples consumed per worker, the number of
+   DataLoader items received and, per worker, a cursor: the raw items its stream had read, the
+   state of its caption-pick generator and its skip counts at that point. A resumed worker
+   replays only its shuffle buffer's choices, on item numbers (no reading, about 1 s per
+   million items), reads the items that were still in the buffer, and goes on from there; the
+   DataLoader's worker rotation restarts at the worker that was due, so the rest is identical
+   to an uninterrupted epoch. (A state without cursors, saved by an earlier trimo, replays and
+   decodes the consumed samples again, which costs time proportional to the part of the epoch
+   already done.) The cursors belong to the rank that saved them: restore each rank from its
+   own state. Don't also call accelerate's `skip_first_batches`.
 5. Skip counts: a bad sample is counted (by reason, see `ShardLoader.skipped`) once per epoch,
    by the slot whose range holds it; reads for refills and wrapped positions don't count again.
    Each worker stream ends with a marker item that ShardLoader swallows, so skips after a
@@ -44,9 +48,10 @@ shards.video_io for why that is not the default).
 """
 from __future__ import annotations
 
-import bisect
+import gc
 import glob
 import io
+import itertools
 import json
 import logging
 import math
@@ -55,7 +60,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -210,22 +215,45 @@ def _tar_pairs(url: str, select, note) -> Iterator[tuple[str, bytes | bytearray 
             pass
 
 
-def _map_local(url: str) -> mmap.mmap | None:
-    """A local plain tar shard mapped copy-on-write; None for anything else (streamed instead).
+def _map_local(url: str) -> mmap.mmap | bytearray | None:
+    """A local plain tar shard mapped copy-on-write (read into memory when small); None for
+    anything else (streamed instead).
 
     Mapped members need no read, allocation or copy: the arrays decoded from them view the page
     cache, and writing to one copies only that page (never the file). The mapping lives as long
     as any view of it. Don't rewrite shards in place under a running reader: a mapped file that
     shrinks makes its readers fail with SIGBUS instead of a read error.
+    A mapping also holds a file descriptor for as long as it lives, so a shuffle buffer of
+    samples from as many tiny shards held one descriptor each and ran into the open-file limit
+    (1,024 by default on many systems; the reads that failed came back as skipped samples).
+    Shards up to READ_WHOLE_BYTES are therefore read into a bytearray (one read; members are
+    still views of it) and hold no descriptor.
     """
     scheme = urlparse(url).scheme
     if url.startswith("pipe:") or scheme not in ("", "file"):
         return None
-    with open(url.removeprefix("file://"), "rb") as f:
-        if is_compressed(f.read(max(map(len, COMPRESSED_MAGIC)))):
+    with open(url.removeprefix("file://"), "rb", buffering=0) as f:
+        head = f.read(max(map(len, COMPRESSED_MAGIC)))
+        if is_compressed(head):
             return None
         size = os.fstat(f.fileno()).st_size
-        return mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY) if size else None
+        if size <= READ_WHOLE_BYTES:
+            data = bytearray(size)
+            data[:len(head)] = head
+            view = memoryview(data)
+            got = len(head)
+            while got < size:
+                n = f.readinto(view[got:])
+                if not n:  # shrank while read: the tar reader reports the truncation
+                    del view
+                    del data[got:]
+                    break
+                got += n
+            return data if size else None
+        return mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY)
+
+
+READ_WHOLE_BYTES = 1 << 20  # local shards up to this size are read whole instead of mapped
 
 
 class _Prepended:
@@ -263,13 +291,27 @@ def load_index(spec: str | ShardIndex | dict) -> ShardIndex:
     if isinstance(spec, dict):
         return ShardIndex.from_json(spec)
     url = spec if spec.endswith(".json") else spec.rstrip("/") + "/" + INDEX_NAME
+    with _gc_paused():
+        try:
+            with closing(open_url(url)) as f:
+                data = json.loads(f.read().decode("utf-8"))
+        except (OSError, ValueError) as err:
+            raise ShardError(f"{url}: cannot read the shard index ({err}); write it with shards.writer "
+                             "or tools/validate_shards.py --write-index", "bad_index") from None
+        return ShardIndex.from_json(data, location=url)
+
+
+@contextmanager
+def _gc_paused():
+    """No cyclic garbage collection inside: an index of many shards is millions of new, acyclic
+    objects, and the collections they triggered took 60% of loading one of 1,000,000 shards."""
+    enabled = gc.isenabled()
+    gc.disable()
     try:
-        with closing(open_url(url)) as f:
-            data = json.loads(f.read().decode("utf-8"))
-    except (OSError, ValueError) as err:
-        raise ShardError(f"{url}: cannot read the shard index ({err}); write it with shards.writer "
-                         "or tools/validate_shards.py --write-index", "bad_index") from None
-    return ShardIndex.from_json(data, location=url)
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def resolve_urls(index: ShardIndex, urls: str | Sequence[str] | None = None) -> list[tuple[ShardEntry, str]]:
@@ -280,9 +322,10 @@ def resolve_urls(index: ShardIndex, urls: str | Sequence[str] | None = None) -> 
         base = index.location.rsplit("/", 1)[0] if "/" in index.location else "."
         return [(entry, f"{base}/{entry.name}") for entry in index.shards]
     pairs = []
+    by_name = {e.name: e for e in index.shards}  # names are unique (ShardIndex.from_json checks)
     for url in expand_urls(urls):
         tokens = set(re.split(r"[\s/:]", url))
-        named = [e for e in index.shards if e.name in tokens]
+        named = [by_name[t] for t in tokens if t in by_name]
         if len(named) != 1:
             raise ShardError(f"{url}: no single shard of the index is named in this URL; "
                              f"URLs must contain the index's file names (e.g. {index.shards[0].name})", "bad_url")
@@ -305,7 +348,8 @@ class ShardDataset(IterableDataset):
         if uneven not in ("pad", "drop"):
             raise ValueError(f"uneven={uneven!r}: use 'pad' (repeat a few samples) or 'drop'")
         self.index = load_index(index)
-        self.shards = resolve_urls(self.index, urls)
+        with _gc_paused():
+            self.shards = resolve_urls(self.index, urls)
         # With a split, the plan runs over that split's samples only (the index's per-split counts),
         # so a set that mixes splits in its shards still gives every sample of the split once.
         self.split = split or None
@@ -360,10 +404,17 @@ class ShardDataset(IterableDataset):
         return per_worker * max(1, num_workers)
 
     def shard_order(self, epoch: int) -> list[int]:
+        return self.epoch_plan(epoch).order.tolist()
+
+    def epoch_plan(self, epoch: int) -> EpochPlan:
+        """The shard order of `epoch` and the cumulative sample counts along it: O(shards), the
+        same on every rank and worker (no per-sample lists)."""
         order = np.arange(len(self.shards))
         if self.training:
             np.random.default_rng([self.seed, epoch]).shuffle(order)
-        return order.tolist()
+        cum = np.zeros(len(order) + 1, dtype=np.int64)
+        np.cumsum(np.asarray(self.counts, dtype=np.int64)[order], out=cum[1:])
+        return EpochPlan(order, cum)
 
     # --- iteration ---------------------------------------------------------------------------
     def __iter__(self) -> Iterator[dict]:
@@ -372,67 +423,108 @@ class ShardDataset(IterableDataset):
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         worker = (worker + self.worker_offset) % num_workers
-        skip = 0
+        skip, cursor = 0, None
         if self.resume is not None and self.resume[0] == self.epoch:
             consumed = self.resume[1]
             if len(consumed) != num_workers:
                 raise ShardError(f"reader state was saved with {len(consumed)} workers, now {num_workers}; "
                                  "resume with the same num_workers", "bad_state")
             skip = consumed[worker]
-        counter: Counter = Counter()
-        for i, sample in enumerate(self._slot(self.epoch, self.rank * num_workers + worker, num_workers, counter)):
+            cursors = self.resume[2] if len(self.resume) > 2 else None
+            cursor = cursors[worker] if cursors and skip else None
+            if cursor is not None:
+                cursor = {**cursor, "consumed": skip}
+        counter: Counter = Counter(cursor["skips"]) if cursor is not None else Counter()
+        slot = self.rank * num_workers + worker
+        # with a cursor the slot starts right after the consumed samples; without one (a state
+        # saved before cursors existed) it replays the slot and drops them
+        first = skip if cursor is not None else 0
+        for i, (sample, taken, pick) in enumerate(self._slot(self.epoch, slot, num_workers, counter, cursor), first):
             if i >= skip:
-                sample["_pos"] = (worker, i)
+                sample["_pos"] = (worker, i, taken, pick)
                 sample["_skips"] = dict(counter)
                 yield sample
         if self.end_marker:  # carries the skips met after the last sample to ShardLoader
-            yield {"_end": True, "_pos": (worker, -1), "_skips": dict(counter)}
+            yield {"_end": True, "_pos": (worker, -1, 0, None), "_skips": dict(counter)}
 
-    def _slot(self, epoch: int, slot: int, num_workers: int, counter: Counter) -> Iterator[dict]:
+    def _slot(self, epoch: int, slot: int, num_workers: int, counter: Counter,
+              cursor: dict | None = None) -> Iterator[tuple[dict, int, dict]]:
+        """(sample, raw items taken, caption-pick generator state) of the slot's q samples; with a
+        cursor (from ShardLoader's state), the ones after it."""
         q = self.quota(num_workers)
-        order = self.shard_order(epoch)
+        plan = self.epoch_plan(epoch)
         start = slot * q
         pick = np.random.default_rng([self.seed, epoch, slot, 1])
-        own = self._positions(order, start, start + q)
-        if self.shuffle_buffer > 1:
-            own = _buffered_shuffle(own, self.shuffle_buffer, np.random.default_rng([self.seed, epoch, slot, 0]))
-        done = 0
-        for pos, raw in own:
-            # positions >= total repeat other slots' samples: their skips are counted there
-            sample = self._prepare(raw, pick, counter if pos < self.total else None)
-            if sample is not None:
-                sample["repeat"] = pos >= self.total
-                done += 1
-                yield sample
-        position = start + q
-        while self.fill_skipped and done < q:
-            found = 0
-            for pos, raw in self._positions(order, position, position + self.total):
-                position = pos + 1
-                sample = self._prepare(raw, pick, None)
-                if sample is not None:
-                    sample["repeat"] = True
-                    found += 1
-                    done += 1
-                    yield sample
-                    if done == q:
-                        return
-            if found == 0:
-                raise ShardError(f"{self.index.location or 'shard set'}: no valid sample in the whole set "
-                                 f"(skips: {dict(counter)})", "no_samples")
+        done = taken = 0
+        if cursor is not None:
+            done, taken = cursor["consumed"], cursor["taken"]
+            state = pick.bit_generator.state  # the increment comes from the seed, the rest from the cursor
+            state["state"]["state"], state["has_uint32"], state["uinteger"] = _pick_state(cursor["pick"])
+            pick.bit_generator.state = state
+        if done >= q:
+            return
+        idle = 0  # raw items read for refills since the last sample that was kept
+        for pos, raw in self._slot_raws(plan, epoch, slot, start, q, taken):
+            own = taken < q
+            taken += 1
+            # positions >= total repeat other slots' samples, and refills read other slots'
+            # ranges: their skips are counted there
+            sample = self._prepare(raw, pick, counter if own and pos < self.total else None)
+            if sample is None:
+                idle += not own
+                if idle >= self.total:
+                    raise ShardError(f"{self.index.location or 'shard set'}: no valid sample in the whole set "
+                                     f"(skips: {dict(counter)})", "no_samples")
+                continue
+            sample["repeat"] = not own or pos >= self.total
+            done += 1
+            idle = 0
+            yield sample, taken, pick.bit_generator.state
+            if done == q:
+                return
 
-    def _positions(self, order: list[int], start: int, stop: int) -> Iterator[tuple[int, dict]]:
+    def _slot_raws(self, plan: EpochPlan, epoch: int, slot: int, start: int, q: int,
+                   skip: int) -> Iterator[tuple[int, dict]]:
+        """The raw items a slot decodes, from item `skip` on: its q positions [start, start + q)
+        through the shuffle buffer, then (with fill_skipped) the positions after them, which
+        replace skipped samples.
+
+        Skipping costs no reading: the buffer's choices depend only on its generator and the
+        number of items, so they are replayed on item numbers, and only the items still in the
+        buffer at that point are read (one pass per shard holding them) before the stream
+        continues where the buffer had read to.
+        """
+        if skip < q:
+            if self.shuffle_buffer > 1:
+                feed = _Feed(q)
+                shuffled = _buffered_shuffle(feed, self.shuffle_buffer,
+                                             np.random.default_rng([self.seed, epoch, slot, 0]))
+                if skip:
+                    gone = np.zeros(q, dtype=bool)
+                    gone[np.fromiter(itertools.islice(shuffled, skip), dtype=np.int64, count=skip)] = True
+                    pending = np.flatnonzero(~gone[:feed.next])
+                    fetched = self._fetch(plan, (start + pending).tolist())
+                    feed.held = {pos - start: raw for pos, raw in fetched.items()}
+                feed.source = self._positions(plan, start + feed.next, start + q)
+                for i in shuffled:
+                    yield start + i, feed.held.pop(i)
+            else:
+                yield from self._positions(plan, start + skip, start + q)
+            skip = q
+        if self.fill_skipped:
+            yield from self._positions(plan, start + skip, math.inf)
+
+    def _positions(self, plan: EpochPlan, start: int, stop: int | float) -> Iterator[tuple[int, dict]]:
         """(position, raw sample) for global positions start..stop-1 (modulo the total); a sample
         the shard failed to deliver (truncated / corrupt tar) comes as {"__lost__": message}."""
-        counts = [self.counts[k] for k in order]
-        cum = np.concatenate([[0], np.cumsum(counts)]).tolist()
+        cum = plan.cum
         pos = start
         while pos < stop:
             p = pos % self.total
-            k = bisect.bisect_right(cum, p) - 1
-            url = self.shards[order[k]][1]
-            offset = p - cum[k]
-            take = min(counts[k] - offset, stop - pos)
+            k = int(np.searchsorted(cum, p, side="right")) - 1
+            url = self.shards[plan.order[k]][1]
+            offset = p - int(cum[k])
+            take = min(int(cum[k + 1]) - p, stop - pos)
             errors: list[str] = []
             got = 0
             with closing(iter_raw_shard(url, errors)) as raws:
@@ -449,6 +541,33 @@ class ShardDataset(IterableDataset):
                 for j in range(got, take):
                     yield pos + j, {"__lost__": f"sample {offset + j} of {url} lost to a tar read error ({why})"}
             pos += take
+
+    def _fetch(self, plan: EpochPlan, positions: list[int]) -> dict[int, dict]:
+        """{position: raw sample} for scattered positions (modulo the total), as _positions would
+        give them; each shard holding some is read once, up to the last one wanted."""
+        wanted: dict[int, dict[int, list[int]]] = {}
+        ks = np.searchsorted(plan.cum, np.asarray(positions, dtype=np.int64) % self.total, side="right") - 1
+        for pos, k in zip(positions, ks.tolist()):
+            wanted.setdefault(k, {}).setdefault(pos % self.total - int(plan.cum[k]), []).append(pos)
+        out: dict[int, dict] = {}
+        for k, offsets in wanted.items():
+            url = self.shards[plan.order[k]][1]
+            errors: list[str] = []
+            last = max(offsets)
+            with closing(iter_raw_shard(url, errors)) as raws:
+                if self.split is not None:
+                    raws = (raw for raw in raws if _in_split(raw, self.split))
+                for i, raw in enumerate(raws):
+                    for pos in offsets.get(i, ()):
+                        out[pos] = raw
+                    if i >= last:
+                        break
+            for offset, where in offsets.items():
+                for pos in where:
+                    if pos not in out:
+                        why = errors[0] if errors else f"{url}: fewer samples than the index says"
+                        out[pos] = {"__lost__": f"sample {offset} of {url} lost to a tar read error ({why})"}
+        return out
 
     def _prepare(self, raw: dict, pick: np.random.Generator, counter: Counter | None) -> dict | None:
         """Decode, check, pick a caption, crop and load video; None (counted) for a bad sample."""
@@ -509,6 +628,42 @@ class ShardDataset(IterableDataset):
         low, high = max(0, end - size), max(0, min(start, frames - size))
         first = int(pick.integers(low, high + 1)) if self.training and high > low else min(low, high)
         return first, min(first + size, frames)
+
+
+@dataclass
+class EpochPlan:
+    """One epoch's shard order (indices into ShardDataset.shards) and the cumulative sample
+    counts along it (cum[k] = first global position of the k-th shard of the order; len + 1)."""
+
+    order: np.ndarray
+    cum: np.ndarray
+
+
+class _Feed:
+    """Item numbers 0..n-1 for _buffered_shuffle. Without a `source` it only counts (to replay
+    the buffer's choices); with one, each number also reads the next raw sample into `held`."""
+
+    def __init__(self, n: int):
+        self.n, self.next = n, 0
+        self.source: Iterator[tuple[int, dict]] | None = None
+        self.held: dict[int, dict] = {}
+
+    def __iter__(self) -> _Feed:
+        return self
+
+    def __next__(self) -> int:
+        i = self.next
+        if i >= self.n:
+            raise StopIteration
+        self.next = i + 1
+        if self.source is not None:
+            self.held[i] = next(self.source)[1]
+        return i
+
+
+def _pick_state(saved: Sequence) -> tuple[int, int, int]:
+    """(PCG64 state, has_uint32, uinteger) from a cursor's `pick` entry [hex state, has_uint32, uinteger]."""
+    return int(saved[0], 16), int(saved[1]), int(saved[2])
 
 
 def _in_split(raw: dict, split: str) -> bool:
@@ -655,6 +810,10 @@ class ShardLoader:
         self.collate_fn, self.dataloader_kwargs = collate_fn, dataloader_kwargs
         self.epoch = 0
         self.consumed = [0] * max(1, num_workers)
+        # per worker, where its stream stands after its consumed samples (None: at the start):
+        # {"taken": raw items read, "pick": caption-pick generator [hex state, has_uint32,
+        # uinteger], "skips": skip counts so far}; a resumed worker starts there without rereading
+        self.cursors: list[dict | None] = [None] * len(self.consumed)
         self.received = 0  # DataLoader items of this epoch (batches and end markers)
         self.skips_done: Counter = Counter()       # finished epochs
         self.skips_epoch = [Counter() for _ in self.consumed]  # latest cumulative count per worker
@@ -665,6 +824,7 @@ class ShardLoader:
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
             self.epoch, self.consumed, self.received = epoch, [0] * len(self.consumed), 0
+            self.cursors = [None] * len(self.consumed)
 
     @property
     def skipped(self) -> Counter:
@@ -675,7 +835,7 @@ class ShardLoader:
 
     def __iter__(self) -> Iterator[dict]:
         self.dataset.epoch = self.epoch
-        self.dataset.resume = (self.epoch, list(self.consumed)) if any(self.consumed) else None
+        self.dataset.resume = (self.epoch, list(self.consumed), list(self.cursors)) if any(self.consumed) else None
         self.dataset.end_marker = True
         # The DataLoader takes batches from its workers in strict rotation starting at worker 0,
         # and every worker has the same number of items; after `received` items the next one is
@@ -685,31 +845,39 @@ class ShardLoader:
         # change which batches are full
         loader = DataLoader(self.dataset, batch_size=self.batch_size, num_workers=self.num_workers,
                             collate_fn=self._collate, persistent_workers=False, **self.dataloader_kwargs)
-        for batch, (worker, consumed, skips) in loader:
+        for batch, (worker, consumed, cursor, skips) in loader:
             self.received += 1
             self.skips_epoch[worker] = Counter(skips)
             if batch is None or (self.drop_last and len(batch["key"]) < self.batch_size):
                 continue
-            self.consumed[worker] = consumed
+            self.consumed[worker], self.cursors[worker] = consumed, cursor
             yield unpack_small_tensors(batch)
         self.dataset.resume = None
         self.skips_done = self.skipped
         self.skips_epoch = [Counter() for _ in self.consumed]
         self.epoch, self.consumed, self.received = self.epoch + 1, [0] * len(self.consumed), 0
+        self.cursors = [None] * len(self.consumed)
 
-    def _collate(self, items: list[dict]) -> tuple[dict | None, tuple[int, int, dict]]:
-        """(batch or None, (worker, samples consumed, cumulative skips)) from one worker's items."""
+    def _collate(self, items: list[dict]) -> tuple[dict | None, tuple[int, int, dict | None, dict]]:
+        """(batch or None, (worker, samples consumed, cursor after them, cumulative skips)) from
+        one worker's items."""
         samples = [s for s in items if not s.get("_end")]
         worker = items[-1]["_pos"][0]
-        consumed = max((s["_pos"][1] for s in samples), default=-1) + 1
+        consumed, cursor = 0, None
+        if samples:
+            _, i, taken, pick = samples[-1]["_pos"]
+            consumed = i + 1
+            cursor = {"taken": taken, "pick": [f"{pick['state']['state']:x}", pick["has_uint32"], pick["uinteger"]],
+                      "skips": samples[-1]["_skips"]}
         skips = items[-1]["_skips"]
         for s in samples:
             del s["_pos"], s["_skips"]
-        return (pack_small_tensors(self.collate_fn(samples)) if samples else None), (worker, consumed, skips)
+        return (pack_small_tensors(self.collate_fn(samples)) if samples else None), (worker, consumed, cursor, skips)
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "consumed": list(self.consumed), "received": self.received,
-                "seed": self.dataset.seed,
+                "cursors": [None if c is None else {**c, "skips": dict(c["skips"])} for c in self.cursors],
+                "rank": self.dataset.rank, "seed": self.dataset.seed,
                 "world_size": self.dataset.world_size, "skips_done": dict(self.skips_done),
                 "skips_epoch": [dict(c) for c in self.skips_epoch]}
 
@@ -723,5 +891,15 @@ class ShardLoader:
                              "needs the same ones", "bad_state")
         self.epoch, self.consumed = int(state["epoch"]), [int(c) for c in state["consumed"]]
         self.received = int(state["received"])
+        # States saved before cursors existed resume by replaying each worker's stream, and so
+        # does another rank's state (all ranks consume the same counts; the cursors are per rank).
+        cursors = state.get("cursors") or [None] * len(self.consumed)
+        if state.get("rank", self.dataset.rank) != self.dataset.rank:
+            log.warning("reader state of rank %s loaded on rank %s: its workers replay the %d samples consumed "
+                        "(restore each rank from its own state to skip them without reading)",
+                        state["rank"], self.dataset.rank, sum(self.consumed))
+            cursors = [None] * len(self.consumed)
+        self.cursors = [None if c is None else {"taken": int(c["taken"]), "pick": list(c["pick"]),
+                                                "skips": dict(c["skips"])} for c in cursors]
         self.skips_done = Counter(state["skips_done"])
         self.skips_epoch = [Counter(c) for c in state["skips_epoch"]]
