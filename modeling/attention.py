@@ -8,6 +8,7 @@ A query whose keys are all masked gets a zero output (never NaN).
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +39,27 @@ def _resolve_backend(backend: str, device: torch.device, dropout_p: float = 0.0,
         raise ValueError(f"the fused Triton kernel takes at most {MAX_GRID_Y} batch * heads (CUDA's grid limit), "
                          f"got {batch_heads}; use backend='sdpa' or 'auto' for such calls")
     return backend
+
+
+# (device, dtype, head dim) of calls whose fused kernels did not fit and went to SDPA: warned once each.
+_SDPA_FALLBACKS: set[tuple] = set()
+
+
+def _fused_or_sdpa(fused, sdpa, q: torch.Tensor):
+    """fused(), or sdpa() where the fused kernels cannot run on this GPU for q's dtype and head dim
+    (`DoesNotFit`, raised before any kernel ran: no tile configuration fits its shared memory, or
+    bf16 before sm_80), with one warning per (device, dtype, head dim), the things that decide it."""
+    from modeling.kernels.triton_attention import DoesNotFit
+
+    try:
+        return fused()
+    except DoesNotFit as err:
+        shape = (str(q.device), q.dtype, q.shape[-1])
+        if shape not in _SDPA_FALLBACKS:
+            _SDPA_FALLBACKS.add(shape)
+            warnings.warn(f"{err}: running SDPA for {q.dtype} attention with head dim {q.shape[-1]} on {q.device}",
+                          RuntimeWarning, stacklevel=3)
+        return sdpa()
 
 
 def _triton_available() -> bool:
@@ -92,7 +114,8 @@ def attention(
 
         if causal:
             raise NotImplementedError("the fused Triton kernel has no causal mask; use backend='sdpa'")
-        return fused_attention(q, k, v, key_mask, dropout_p)
+        return _fused_or_sdpa(lambda: fused_attention(q, k, v, key_mask, dropout_p),
+                              lambda: attention(q, k, v, key_mask, backend="sdpa", dropout_p=dropout_p), q)
     allowed = _allowed(q, k, key_mask, causal)
     if allowed is None:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
@@ -110,14 +133,18 @@ def multi_source_attention(q, sources, reduce: str = "sum", *, backend: str = "a
         raise ValueError(f"reduce must be 'sum' or 'none', got {reduce!r}")
     queries = list(q) if isinstance(q, (list, tuple)) else [q] * len(sources)
     first = queries[0]
+
+    def per_source(inner: str):
+        outs = [attention(qs, k, v, m, backend=inner, dropout_p=dropout_p) for qs, (k, v, m) in zip(queries, sources)]
+        return sum(outs) if reduce == "sum" else outs
+
     if _resolve_backend(backend, first.device, dropout_p, False, first.shape[-1], first.dtype,
                         first.shape[-4] * first.shape[-3]) == "triton":
         from modeling.kernels import fused_multi_source_attention
 
-        return fused_multi_source_attention(q, sources, reduce, dropout_p)
-    inner = "sdpa" if backend in ("auto", "triton") else backend
-    outs = [attention(qs, k, v, m, backend=inner, dropout_p=dropout_p) for qs, (k, v, m) in zip(queries, sources)]
-    return sum(outs) if reduce == "sum" else outs
+        return _fused_or_sdpa(lambda: fused_multi_source_attention(q, sources, reduce, dropout_p),
+                              lambda: per_source("sdpa"), first)
+    return per_source("sdpa" if backend in ("auto", "triton") else backend)
 
 
 class MultiHeadAttention(nn.Module):

@@ -20,7 +20,8 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 import triton
@@ -51,7 +52,7 @@ def _keep(seed, rate, pid_bh, LQ, LK_TOTAL, offs_m, offs_n):
     return tl.rand(seed, counter.to(tl.int32)) >= rate
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["seed"])
 def _forward_kernel(
     Q, K, V, MASK, SEG, PARTS, OUT, LSE,
     sq_s, sq_b, sq_h, sq_m, sq_d,
@@ -113,7 +114,7 @@ def _forward_kernel(
                  mask=m_ok[:, None] & d_ok[None, :])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["seed"])
 def _backward_dkdv_kernel(
     Q, K, V, MASK, SEG, DO, LSE, DELTA, DK, DV,
     sq_s, sq_b, sq_h, sq_m, sq_d,
@@ -168,7 +169,7 @@ def _backward_dkdv_kernel(
         tl.store(DV + out_ptrs, dv.to(DV.dtype.element_ty), mask=kv_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["seed"])
 def _backward_dq_kernel(
     Q, K, V, MASK, SEG, DO, LSE, DELTA, DQ,
     sq_s, sq_b, sq_h, sq_m, sq_d,
@@ -239,27 +240,80 @@ def fp32_matmul_uses_tf32() -> bool:
         return False
 
 
-def _launch_fitting(launch, block_m: int, block_n: int, what: str) -> None:
-    """launch(block_m, block_n), halving the larger tile while Triton finds that the kernel needs
-    more shared memory or registers than this GPU has (OutOfResources, raised before it runs):
-    the tiles are sized for data-centre GPUs, and an A10, L4, RTX 3090/4090 (101,376 B of shared
-    memory per block) or T4 (65,536 B) need smaller ones for some dtypes and head dims. The
-    results do not depend on the tiles (the kernels are exact for any tile size)."""
-    while True:
-        try:
-            return launch(block_m, block_n)
-        except OutOfResources as err:
-            if max(block_m, block_n) <= 16:
-                raise RuntimeError(f"the fused attention {what} kernel does not fit this GPU even with 16 x 16 "
-                                   f"tiles ({err}); use attention_backend=sdpa") from err
-            if block_m >= block_n:
-                block_m //= 2
-            else:
-                block_n //= 2
+class DoesNotFit(RuntimeError):
+    """No launch configuration of a fused kernel fits this GPU (or the GPU cannot run the dtype's
+    dots); raised before anything ran, and `modeling.attention` then runs SDPA."""
 
 
-def _upcast(dtype: torch.dtype) -> bool:
-    return dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET") == "1"
+class DeviceLimits(NamedTuple):
+    """What a GPU gives one block. Registers are left out: every architecture here has 64K 32-bit
+    registers per block and 255 per thread, more than 8 warps can claim, so registers decide spills
+    (measured by `tools.kernel_matrix`), never whether a launch fits."""
+    capability: tuple[int, int]
+    shared_memory: int   # bytes one block may opt in to
+
+
+class LaunchConfig(NamedTuple):
+    block_m: int     # query rows per tile
+    block_n: int     # keys per tile
+    block_d: int     # head-dim columns (the head dim rounded up to a power of two)
+    num_warps: int
+    num_stages: int  # Triton's software-pipelining depth for the loads in the kernel's loop
+
+
+# The three kernels of one training step, in launch order.
+KERNELS = ("forward", "dkdv", "dq")
+# Shared memory one block may opt in to, by compute capability (CUDA C++ Programming Guide,
+# technical specifications per compute capability): T4 64 KB; A100 and Jetson Orin 163 KB; A10,
+# RTX 30xx (8.6), L4 and RTX 40xx (8.9) 99 KB; H100 227 KB. Other GPUs report their own.
+SHARED_MEMORY_PER_BLOCK = {(7, 5): 64 << 10, (8, 0): 163 << 10, (8, 6): 99 << 10, (8, 7): 163 << 10,
+                           (8, 9): 99 << 10, (9, 0): 227 << 10}
+# Triton 3.9 puts tl.dot on tensor cores (MMA) from sm_80 on; before, it multiplies on the FMA
+# units, and there bf16 has no arithmetic of its own, so bf16 goes to SDPA.
+MMA_CAPABILITY = (8, 0)
+# The interpreter has no limits: it runs the H100 configurations, the ones training uses.
+INTERPRETER_LIMITS = DeviceLimits((9, 0), SHARED_MEMORY_PER_BLOCK[(9, 0)])
+
+
+def device_limits(device: torch.device) -> DeviceLimits:
+    if device.type == "cuda":
+        capability = torch.cuda.get_device_capability(device)
+        shared = SHARED_MEMORY_PER_BLOCK.get(capability)
+        if shared is None:
+            shared = torch.cuda.get_device_properties(device).shared_memory_per_block_optin
+        return DeviceLimits(capability, shared)
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return INTERPRETER_LIMITS
+    raise RuntimeError(f"the fused Triton attention runs on CUDA tensors (got {device}); use "
+                       "attention(..., backend='sdpa') on CPU, or set TRITON_INTERPRET=1 before importing triton")
+
+
+def _uses_mma(dtype: torch.dtype, capability: tuple[int, int]) -> bool:
+    """Whether tl.dot runs on tensor cores (MMA). Otherwise (fp32 in IEEE precision, and everything
+    on sm_75) Triton multiplies on the FMA units, keeping whole operand rows in each thread's
+    registers, which takes far smaller tiles to stay clear of spills."""
+    return capability >= MMA_CAPABILITY and (dtype != torch.float32 or _precision(dtype) == "tf32")
+
+
+# Tiles (block_m, block_n, num_warps) by kernel and head-dim tile: the largest that compile with no
+# more than 2 spilled registers (tools.kernel_matrix.SPILL_BOUND_MMA) with attention dropout on (its
+# Philox numbers take registers), measured with `python -m tools.kernel_matrix`; among equal areas,
+# more queries per forward and dQ program and more keys per dK/dV program (the operand each program
+# keeps). fp16 and bf16 on tensor cores:
+_HALF_TILES = {
+    "forward": {16: (128, 64, 4), 32: (128, 64, 4), 64: (128, 64, 4), 128: (64, 64, 4)},
+    "dkdv": {16: (64, 32, 4), 32: (64, 32, 4), 64: (64, 32, 4), 128: (32, 64, 8)},
+    "dq": {16: (64, 64, 4), 32: (64, 64, 4), 64: (64, 64, 4), 128: (64, 64, 4)},
+}
+# fp32 (and all of sm_75): FMA dots, whose registers grow with tile x head dim; dK/dV at head dims
+# above 64 spills some even at 16 x 16 (tools.kernel_matrix.SPILL_BOUND_FMA).
+_FP32_TILES = {
+    "forward": {16: (64, 32, 8), 32: (64, 64, 8), 64: (32, 64, 8), 128: (32, 32, 8)},
+    "dkdv": {16: (32, 64, 4), 32: (32, 32, 8), 64: (16, 16, 8), 128: (16, 16, 8)},
+    "dq": {16: (64, 32, 4), 32: (64, 64, 8), 64: (64, 32, 8), 128: (64, 16, 8)},
+}
+# Triton's default pipelining depth: two tiles in flight while one is used.
+NUM_STAGES = 3
 
 
 def _block(length: int, cap: int) -> int:
@@ -267,38 +321,112 @@ def _block(length: int, cap: int) -> int:
     return min(cap, max(16, triton.next_power_of_2(max(length, 1))))
 
 
+def launch_config(kernel: str, dtype: torch.dtype, head_dim: int, lq: int, max_len: int,
+                  limits: DeviceLimits) -> LaunchConfig | None:
+    """The configuration the wrapper launches `kernel` (one of KERNELS) with, for lq queries and
+    sources of at most max_len keys on a GPU with `limits`: the measured tiles for its dtype and head
+    dim, cut down to short inputs, then made smaller (fewer pipeline stages first, then halved
+    tiles) until their estimated shared memory fits the GPU. None where nothing fits: bf16 before
+    sm_80, or not even 16 x 16 tiles."""
+    if dtype == torch.bfloat16 and limits.capability < MMA_CAPABILITY:
+        return None
+    block_d = max(16, triton.next_power_of_2(head_dim))
+    half = dtype != torch.float32 and limits.capability >= MMA_CAPABILITY
+    block_m, block_n, num_warps = (_HALF_TILES if half else _FP32_TILES)[kernel][block_d]
+    config = LaunchConfig(_block(lq, block_m), _block(max_len, block_n), block_d, num_warps, NUM_STAGES)
+    if not half and dtype != torch.float32:   # 16-bit inputs to FMA dots (sm_75) take registers to convert
+        config = _halved(config) or config
+    while config is not None and shared_memory_estimate(kernel, config, dtype, limits) > limits.shared_memory:
+        config = _smaller(config)
+    return config
+
+
+def shared_memory_estimate(kernel: str, config: LaunchConfig, dtype: torch.dtype, limits: DeviceLimits) -> int:
+    """Bytes of shared memory Triton allocates for `kernel` under `config`: the tiles the loop
+    streams (K and V for the forward and dQ, Q and dO for dK/dV), one buffer per pipeline stage
+    ahead of the one in use; the tiles each program loads once; one queries x keys tile, the second
+    dot's operand; and the per-stage rows of statistics and key masks. FMA dots stage their operands
+    as fp32 whatever the dtype; Hopper's wgmma also stages its register operands, so there the
+    once-loaded and queries x keys tiles count twice. At or above what Triton 3.9 allocates for every
+    configuration the compile matrix launches (tests/modeling/test_kernels_attention.py)."""
+    m, n, d = config.block_m, config.block_n, config.block_d
+    streamed, resident = {"forward": (2 * n * d, m * d), "dq": (2 * n * d, 2 * m * d),
+                          "dkdv": (2 * m * d, 2 * n * d)}[kernel]
+    mma = _uses_mma(dtype, limits.capability)
+    copies = 2 if mma and limits.capability >= (9, 0) else 1
+    tiles = (config.num_stages - 1) * streamed + copies * (resident + m * n)
+    return tiles * (dtype.itemsize if mma else 4) + (config.num_stages - 1) * 8 * max(m, n)
+
+
+def _halved(config: LaunchConfig) -> LaunchConfig | None:
+    """config with its larger tile halved (the query tile on a tie), or None at 16 x 16."""
+    if max(config.block_m, config.block_n) <= 16:
+        return None
+    if config.block_m >= config.block_n:
+        return config._replace(block_m=config.block_m // 2)
+    return config._replace(block_n=config.block_n // 2)
+
+
+def _smaller(config: LaunchConfig) -> LaunchConfig | None:
+    """The next configuration to try where `config` does not fit: one pipeline stage fewer (down to
+    two), else the larger tile halved; None at 16 x 16."""
+    return config._replace(num_stages=config.num_stages - 1) if config.num_stages > 2 else _halved(config)
+
+
+def _launch(kernel, grid: Callable[[LaunchConfig], tuple], args: tuple, config: LaunchConfig, name: str,
+            **constexprs) -> None:
+    """kernel[grid(config)](*args) with config's tiles, warps and stages. Last resort where the
+    shared-memory estimate misjudged a GPU: while Triton finds the kernel needs more shared memory
+    or registers than the GPU has (OutOfResources, raised before it runs), retry with a smaller
+    tile (the results do not depend on the tiles)."""
+    while True:
+        try:
+            kernel[grid(config)](*args, BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_D=config.block_d,
+                                 num_warps=config.num_warps, num_stages=config.num_stages, **constexprs)
+            return
+        except OutOfResources as err:
+            smaller = _smaller(config)
+            if smaller is None:
+                raise DoesNotFit(f"the fused attention {name} kernel does not fit this GPU even with 16 x 16 "
+                                 f"tiles ({err}); use attention_backend=sdpa") from err
+            config = smaller
+
+
+def _upcast(dtype: torch.dtype) -> bool:
+    return dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET") == "1"
+
+
 class _MultiSourceAttention(torch.autograd.Function):
     """q (S, B, H, Lq, D) (any strides); k, v (B, H, Ltot, D) packed sources; mask int8 (B, Ltot);
     seg int32 (S + 1,) segment starts; returns the sum (B, H, Lq, D) or the parts (S, B, H, Lq, D)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, mask, seg, max_len: int, reduce_sum: bool, dropout_p: float = 0.0, seed: int = 0):
+    def forward(ctx, q, k, v, mask, seg, max_len: int, reduce_sum: bool, dropout_p: float, seed: int,
+                limits: DeviceLimits):
         n_src, batch, heads, lq, d = q.shape
-        block_d = max(16, triton.next_power_of_2(d))
-        # Smaller tiles where registers and shared memory are scarce (fp32, wide heads): fp32 with
-        # D = 128 then needs ~100 KB of shared memory, within an A100's 164 KB.
-        wide = q.dtype == torch.float32 or block_d > 64
-        block_m = _block(lq, 64 if wide else 128)
-        block_n = _block(max_len, 32 if q.dtype == torch.float32 and block_d > 64 else 64)
-        store_parts = not reduce_sum or any(ctx.needs_input_grad[:3])
+        # Every kernel this step will launch gets its configuration now, so that a GPU too small
+        # for one of them turns the whole call to SDPA before anything ran.
+        training = any(ctx.needs_input_grad[:3])
+        configs = {name: launch_config(name, q.dtype, d, lq, max_len, limits)
+                   for name in (KERNELS if training else KERNELS[:1])}
+        misfits = [name for name, config in configs.items() if config is None]
+        if misfits:
+            raise DoesNotFit(f"no launch configuration of the fused attention {'/'.join(misfits)} kernel fits "
+                             f"sm_{limits.capability[0]}{limits.capability[1]} for {q.dtype}, head dim {d}")
+        store_parts = not reduce_sum or training
         lse = torch.empty((n_src, batch, heads, lq), device=q.device, dtype=torch.float32)
         parts = torch.empty((n_src, batch, heads, lq, d), device=q.device, dtype=q.dtype) if store_parts else lse
         out = torch.empty((batch, heads, lq, d), device=q.device, dtype=q.dtype) if reduce_sum else lse
         sm_scale = 1.0 / math.sqrt(d)
-
-        def launch(block_m: int, block_n: int) -> None:
-            _forward_kernel[(triton.cdiv(lq, block_m), batch * heads)](
-                q, k, v, mask, seg, parts, out, lse,
-                *q.stride(), *k.stride(), *v.stride(), *mask.stride(),
-                heads, lq, d, k.shape[2], sm_scale * LOG2E, seed, dropout_p,
-                S=n_src, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
-                STORE_PARTS=store_parts, STORE_SUM=reduce_sum, PRECISION=_precision(q.dtype),
-                UPCAST=_upcast(q.dtype), DROPOUT=dropout_p > 0.0,
-                num_warps=8 if block_m * block_d >= 128 * 128 else 4,
-            )
-        _launch_fitting(launch, block_m, block_n, "forward")
+        _launch(_forward_kernel, lambda c: (triton.cdiv(lq, c.block_m), batch * heads),
+                (q, k, v, mask, seg, parts, out, lse, *q.stride(), *k.stride(), *v.stride(), *mask.stride(),
+                 heads, lq, d, k.shape[2], sm_scale * LOG2E, seed, dropout_p),
+                configs["forward"], "forward",
+                S=n_src, STORE_PARTS=store_parts, STORE_SUM=reduce_sum, PRECISION=_precision(q.dtype),
+                UPCAST=_upcast(q.dtype), DROPOUT=dropout_p > 0.0)
         ctx.save_for_backward(q, k, v, mask, seg, parts if store_parts else None, lse)
         ctx.max_len, ctx.reduce_sum, ctx.dropout_p, ctx.seed = max_len, reduce_sum, dropout_p, seed
+        ctx.configs = configs
         return out if reduce_sum else parts
 
     @staticmethod
@@ -312,39 +440,20 @@ class _MultiSourceAttention(torch.autograd.Function):
         dq = torch.empty((n_src, batch, heads, lq, d), device=q.device, dtype=q.dtype)
         dk = torch.empty((batch, heads, k.shape[2], d), device=q.device, dtype=k.dtype)
         dv = torch.empty((batch, heads, v.shape[2], d), device=q.device, dtype=v.dtype)
-        block_d = max(16, triton.next_power_of_2(d))
-        cap = 32 if q.dtype == torch.float32 and block_d > 64 else 64
-        block_m, block_n = _block(lq, cap), _block(ctx.max_len, cap)
         sm_scale = 1.0 / math.sqrt(d)
-        common = (*q.stride(), *k.stride(), *v.stride(), *mask.stride(), *do.stride())
-        precision = _precision(q.dtype)
-
-        def launch_dkdv(block_m: int, block_n: int) -> None:
-            _backward_dkdv_kernel[(triton.cdiv(ctx.max_len, block_n), batch * heads, n_src)](
-                q, k, v, mask, seg, do, lse, delta, dk, dv, *common,
-                heads, lq, d, k.shape[2], sm_scale * LOG2E, sm_scale, ctx.seed, ctx.dropout_p,
-                BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, PRECISION=precision, UPCAST=_upcast(q.dtype),
-                DROPOUT=ctx.dropout_p > 0.0,
-            )
-
-        def launch_dq(block_m: int, block_n: int) -> None:
-            _backward_dq_kernel[(triton.cdiv(lq, block_m), batch * heads, n_src)](
-                q, k, v, mask, seg, do, lse, delta, dq, *common,
-                heads, lq, d, k.shape[2], sm_scale * LOG2E, sm_scale, ctx.seed, ctx.dropout_p,
-                BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, PRECISION=precision, UPCAST=_upcast(q.dtype),
-                DROPOUT=ctx.dropout_p > 0.0,
-            )
-        _launch_fitting(launch_dkdv, block_m, block_n, "dK/dV backward")
-        _launch_fitting(launch_dq, block_m, block_n, "dQ backward")
-        return dq, dk, dv, None, None, None, None, None, None
+        common = (*q.stride(), *k.stride(), *v.stride(), *mask.stride(), *do.stride(),
+                  heads, lq, d, k.shape[2], sm_scale * LOG2E, sm_scale, ctx.seed, ctx.dropout_p)
+        constexprs = dict(PRECISION=_precision(q.dtype), UPCAST=_upcast(q.dtype), DROPOUT=ctx.dropout_p > 0.0)
+        _launch(_backward_dkdv_kernel, lambda c: (triton.cdiv(ctx.max_len, c.block_n), batch * heads, n_src),
+                (q, k, v, mask, seg, do, lse, delta, dk, dv, *common), ctx.configs["dkdv"], "dkdv", **constexprs)
+        _launch(_backward_dq_kernel, lambda c: (triton.cdiv(lq, c.block_m), batch * heads, n_src),
+                (q, k, v, mask, seg, do, lse, delta, dq, *common), ctx.configs["dq"], "dq", **constexprs)
+        return dq, dk, dv, None, None, None, None, None, None, None
 
 
 def _check(q: torch.Tensor, sources: Sequence[tuple], queries: list[torch.Tensor]) -> None:
     if not sources:
         raise ValueError("fused attention needs at least one (k, v, key_mask) source")
-    if q.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-        raise RuntimeError(f"the fused Triton attention runs on CUDA tensors (got {q.device}); use "
-                           "attention(..., backend='sdpa') on CPU, or set TRITON_INTERPRET=1 before importing triton")
     if q.dtype not in DTYPES:
         raise TypeError(f"fused attention supports {DTYPES}, got {q.dtype}")
     batch, heads, _, d = q.shape
@@ -391,6 +500,7 @@ def fused_multi_source_attention(
         raise ValueError(f"got {len(queries)} query tensors for {len(sources)} sources")
     first = queries[0] if queries else q
     _check(first, sources, queries)
+    limits = device_limits(first.device)
     n_src = len(sources)
     q_all = torch.stack(queries) if queries else first.unsqueeze(0).expand(n_src, *first.shape)
     lengths = [k.shape[2] for k, _, _ in sources]
@@ -405,7 +515,7 @@ def fused_multi_source_attention(
     seg = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int32, device=first.device)
     reduce_sum = reduce == "sum" and n_src > 1    # one source: its output is the sum
     out = _MultiSourceAttention.apply(q_all, k_all, v_all, mask, seg, max(max(lengths), 1), reduce_sum,
-                                      float(dropout_p), seed)
+                                      float(dropout_p), seed, limits)
     if reduce_sum:
         return out
     parts = list(out.unbind(0))

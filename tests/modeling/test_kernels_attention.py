@@ -10,10 +10,11 @@ the Triton 3.x interpreter, so on CPU the kernels multiply bf16 tiles in fp32 (s
 `_mm`); the tensor-core bf16 path itself is only exercised on a GPU.
 """
 import importlib
+import json
 import os
 import subprocess
 import sys
-import textwrap
+import warnings
 
 import pytest
 import torch
@@ -105,31 +106,34 @@ def test_fusion_sum_of_three_sources(dtype, lq):
         assert _rel(got, want) <= TOLERANCE[dtype]
 
 
-def test_tiles_shrink_where_a_gpu_has_too_little_shared_memory(monkeypatch):
-    """A GPU that cannot hold the default tiles (Triton raises OutOfResources at launch): the
-    launches retry with halved tiles and give the eager results; tiles that never fit end in an
-    error that names the fix. Multi-block loops run too (q and keys longer than the small tiles)."""
+def _limited_gpu(monkeypatch, largest_tile):
+    """Kernels that Triton finds too large for the GPU at launch (OutOfResources) above
+    `largest_tile` rows or keys; returns the (BLOCK_M, BLOCK_N, num_stages) of every launch tried."""
     from triton.runtime.errors import OutOfResources
 
     from modeling.kernels import triton_attention as ta
 
     launched: dict[str, list] = {}
-
-    def small_gpu(name, largest):   # a kernel that fits only tiles up to `largest`
+    for name in ("_forward_kernel", "_backward_dkdv_kernel", "_backward_dq_kernel"):
         kernel = getattr(ta, name)
 
         class Limited:
-            def __getitem__(self, grid):
+            def __getitem__(self, grid, kernel=kernel, name=name):
                 def run(*args, **kw):
-                    launched.setdefault(name, []).append((kw["BLOCK_M"], kw["BLOCK_N"]))
-                    if max(kw["BLOCK_M"], kw["BLOCK_N"]) > largest:
+                    launched.setdefault(name, []).append((kw["BLOCK_M"], kw["BLOCK_N"], kw["num_stages"]))
+                    if max(kw["BLOCK_M"], kw["BLOCK_N"]) > largest_tile:
                         raise OutOfResources(110_000, 101_376, "shared memory")
                     return kernel[grid](*args, **kw)
                 return run
         monkeypatch.setattr(ta, name, Limited())
+    return launched
 
-    for name in ("_forward_kernel", "_backward_dkdv_kernel", "_backward_dq_kernel"):
-        small_gpu(name, 16)
+
+def test_tiles_shrink_where_the_estimate_misjudged_a_gpu(monkeypatch):
+    """The last resort: a GPU on which Triton finds the chosen tiles too large at launch. The
+    launches retry with one pipeline stage fewer, then halved tiles, and give the eager results;
+    multi-block loops run too (queries and keys longer than the small tiles)."""
+    launched = _limited_gpu(monkeypatch, 16)
     g = torch.Generator().manual_seed(21)
     b, h, lq, lk, d = 2, 2, 70, 45, 32
     q, k, v = _leaf(g, (b, h, lq, d), torch.float32), _leaf(g, (b, h, lk, d), torch.float32), \
@@ -142,11 +146,67 @@ def test_tiles_shrink_where_a_gpu_has_too_little_shared_memory(monkeypatch):
     grad = torch.randn(b, h, lq, d, generator=g, dtype=torch.float64)
     for got, want in zip(_grads(out, (q, k, v), grad), _grads(ref, (qr, kr, vr), grad)):
         assert _rel(got, want) <= TOLERANCE[torch.float32]
-    assert launched["_forward_kernel"] == [(64, 64), (32, 64), (32, 32), (16, 32), (16, 16)]   # fp32: 64-row tiles
-    assert all(tiles[-1] == (16, 16) for tiles in launched.values())
-    small_gpu("_forward_kernel", 8)    # nothing fits
-    with pytest.raises(RuntimeError, match="use attention_backend=sdpa"):
+    # fp32, head dim 32: 64 x 64 tiles, 3 stages; then 2 stages; then the larger tile halved
+    assert launched["_forward_kernel"] == [(64, 64, 3), (64, 64, 2), (32, 64, 2), (32, 32, 2), (16, 32, 2), (16, 16, 2)]
+    assert all(tiles[-1][:2] == (16, 16) for tiles in launched.values())
+
+
+def test_calls_that_fit_no_configuration_run_sdpa_with_one_warning(monkeypatch):
+    """Where not even 16 x 16 tiles fit (found up front from the shared-memory table, or by Triton at
+    launch), the fused call raises DoesNotFit before anything ran, and `attention` /
+    `multi_source_attention` run SDPA instead, warning once per (device, dtype, head dim)."""
+    from modeling.attention import multi_source_attention
+    from modeling.kernels import triton_attention as ta
+
+    monkeypatch.setattr(attention_module, "_SDPA_FALLBACKS", set())
+    g = torch.Generator().manual_seed(22)
+    q, k, v = (torch.randn(2, 2, 9, 32, generator=g) for _ in range(3))
+    mask = _ragged_mask(g, 2, 9)
+    sdpa = attention(q, k, v, mask, backend="sdpa")
+    tiny = ta.DeviceLimits((8, 6), 4096)    # a shared memory no 16 x 16 tile fits
+    assert ta.launch_config("forward", torch.float32, 32, 9, 9, tiny) is None
+    monkeypatch.setattr(ta, "device_limits", lambda device: tiny)
+    with pytest.raises(ta.DoesNotFit, match="forward/dkdv/dq kernel fits sm_86"):
+        fused_attention(q.requires_grad_(), k, v, mask)
+    q.requires_grad_(False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert torch.equal(attention(q, k, v, mask, backend="triton"), sdpa)
+        # the same shape again: no second warning; another head dim: its own
+        assert torch.equal(multi_source_attention(q, [(k, v, mask)], backend="triton"), sdpa)
+        attention(q[..., :16], k[..., :16], v[..., :16], backend="triton")
+    assert [str(w.message).split(": ")[-1] for w in caught] == [
+        "running SDPA for torch.float32 attention with head dim 32 on cpu",
+        "running SDPA for torch.float32 attention with head dim 16 on cpu"]
+    monkeypatch.setattr(ta, "device_limits", lambda device: ta.INTERPRETER_LIMITS)
+    _limited_gpu(monkeypatch, 8)    # the table says it fits, but Triton finds nothing small enough at launch
+    with pytest.raises(ta.DoesNotFit, match="even with 16 x 16 tiles"):
         fused_attention(q, k, v, mask)
+    with pytest.warns(RuntimeWarning, match="head dim 24"):
+        assert torch.allclose(attention(q[..., :24], k[..., :24], v[..., :24], mask, backend="triton"),
+                              attention(q[..., :24], k[..., :24], v[..., :24], mask, backend="sdpa"))
+
+
+def test_launch_configurations_follow_the_gpu():
+    """Configurations come from the GPU's limits up front: bf16 needs sm_80's tensor cores (a T4
+    runs it on SDPA); GPUs with less shared memory get fewer pipeline stages, then smaller tiles;
+    short inputs get tiles no longer than themselves."""
+    from modeling.kernels import triton_attention as ta
+
+    def config(kernel, dtype, d, arch, lq=512, max_len=512):
+        limits = ta.DeviceLimits(arch, ta.SHARED_MEMORY_PER_BLOCK[arch])
+        return ta.launch_config(kernel, dtype, d, lq, max_len, limits)
+
+    assert config("forward", torch.bfloat16, 64, (7, 5)) is None
+    assert config("forward", torch.float16, 64, (7, 5)) is not None
+    h100, a10 = config("dq", torch.bfloat16, 128, (9, 0)), config("dq", torch.bfloat16, 128, (8, 6))
+    assert h100 == ta.LaunchConfig(64, 64, 128, 4, 3) and a10 == ta.LaunchConfig(64, 64, 128, 4, 2)
+    assert config("dq", torch.float32, 128, (7, 5)) == ta.LaunchConfig(32, 16, 128, 8, 2)
+    assert config("forward", torch.bfloat16, 80, (8, 0), lq=1, max_len=20)[:3] == (16, 32, 128)
+    for kernel in ta.KERNELS:   # every arch of the table fits something for every dtype it runs
+        for arch in ta.SHARED_MEMORY_PER_BLOCK:
+            for dtype in (torch.float16, torch.float32):
+                assert all(config(kernel, dtype, d, arch) is not None for d in (16, 48, 128))
 
 
 @pytest.mark.parametrize("dtype,lq", [(torch.float32, 70), (torch.float16, 9), (torch.bfloat16, 9)])
@@ -249,45 +309,52 @@ def test_bad_inputs_are_rejected(monkeypatch):
         fused_attention(q, q, q)
 
 
-# Compiles the three kernels for an H100 (sm_90) with the wheel's own ptxas, no GPU needed: catches
-# what the interpreter cannot (types in loops, layouts, shared-memory size). bf16 and D = 128 are the
-# largest tiles of the half-precision path, with dropout (the training path); fp32 D = 128 takes
-# minutes to compile and is left out.
-_COMPILE_SCRIPT = textwrap.dedent("""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-    import modeling.kernels.triton_attention as fa
-
-    def build(kernel, pointers, constexprs, num_warps):
-        floats = ("qk_scale", "sm_scale", "rate")
-        signature = {n: "constexpr" if n in constexprs else pointers.get(n, "fp32" if n in floats else "i32")
-                     for n in kernel.arg_names}
-        src = ASTSource(fn=kernel, signature=signature,
-                        constexprs={(kernel.arg_names.index(k),): v for k, v in constexprs.items()})
-        return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
-
-    t = "*bf16"
-    common = {"Q": t, "K": t, "V": t, "MASK": "*i8", "SEG": "*i32", "LSE": "*fp32"}
-    fwd = build(fa._forward_kernel, {**common, "PARTS": t, "OUT": t},
-                dict(S=3, BLOCK_M=64, BLOCK_N=64, BLOCK_D=128, STORE_PARTS=True, STORE_SUM=True,
-                     PRECISION="tf32", UPCAST=False, DROPOUT=True), 8)
-    bwd = {**common, "DO": t, "DELTA": "*fp32", "DK": t, "DV": t, "DQ": t}
-    blocks = dict(BLOCK_M=64, BLOCK_N=64, BLOCK_D=128, PRECISION="tf32", UPCAST=False, DROPOUT=True)
-    dkdv = build(fa._backward_dkdv_kernel, bwd, blocks, 4)
-    dq = build(fa._backward_dq_kernel, bwd, blocks, 4)
-    print(max(k.metadata.shared for k in (fwd, dkdv, dq)))
-""")
-
-
-def test_kernels_compile_for_h100():
+# GPU compilation without a GPU: `tools.kernel_matrix` runs a training step of the wrapper (dropout
+# on) with every launch replaced by a compile for the named architecture with the wheel's ptxas, so
+# it compiles what a GPU run launches (configuration, Triton's argument specialisation). This catches
+# what the interpreter cannot (types in loops, layouts) and checks the launch configurations: each
+# kernel fits the architecture's shared memory, at or under `shared_memory_estimate` (so the
+# configuration is chosen right up front), and spills no more than `SPILL_BOUND`. One subprocess
+# without TRITON_INTERPRET; Triton's cache makes reruns fast. bf16 on sm_75 must go to SDPA.
+def _compile_matrix(archs, dtypes, head_dims) -> None:
     ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
     if not os.path.exists(ptxas):
         pytest.skip(f"this triton wheel has no CUDA backend / ptxas ({ptxas}); GPU compilation cannot be checked")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    done = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    args = ["--arch", *archs, "--dtype", *dtypes, "--head-dim", *map(str, head_dims), "--json"]
+    done = subprocess.run([sys.executable, "-m", "tools.kernel_matrix", *args], env=env, capture_output=True,
+                          text=True, timeout=840)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert int(done.stdout.split()[-1]) <= 227 * 1024   # an H100 block's shared memory
+    results = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(results) == len(archs) * len(dtypes) * len(head_dims)
+    from modeling.kernels.triton_attention import KERNELS
+    from tools.kernel_matrix import spill_bound
+
+    for r in results:
+        case = f"{r['arch']} {r['dtype']} head dim {r['head_dim']}"
+        if (r["arch"], r["dtype"]) == ("sm_75", "bf16"):
+            assert "sm_75" in r["sdpa"], case
+            continue
+        assert [k["kernel"] for k in r["kernels"]] == list(KERNELS), case
+        for k in r["kernels"]:
+            assert k["shared"] <= min(k["shared_estimate"], k["shared_limit"]), (case, k)
+            assert k["spill_bytes"] <= spill_bound(r["arch"], r["dtype"]), (case, k)
+
+
+def test_kernels_compile_for_h100_and_a10():
+    """The GPU that trains (H100, sm_90) and the smallest shared memory among tensor-core GPUs (A10,
+    RTX 30xx: 99 KB, sm_86), in every dtype, at the head dims of the quickstart (16), of the
+    paper-sized models (64), and the largest (128), and one that is no power of two (80)."""
+    _compile_matrix(["sm_90", "sm_86"], ["bf16", "fp16", "fp32"], [16, 64, 80, 128])
+
+
+@pytest.mark.slow
+def test_kernels_compile_for_every_architecture():
+    """The whole matrix, the one `python -m tools.kernel_matrix` tabulates for the README: adds T4
+    (sm_75: 64 KB, FMA dots, bf16 on SDPA), A100 (sm_80), L4 / RTX 40xx (sm_89), head dims 32 and 48."""
+    from tools.kernel_matrix import ARCHS, DTYPES, HEAD_DIMS
+
+    _compile_matrix(list(ARCHS), list(DTYPES), list(HEAD_DIMS))
 
 
 def test_fusion_and_sgpa_modules_run_on_the_fused_kernel():
