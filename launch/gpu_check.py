@@ -31,12 +31,13 @@ def kernels_against_eager() -> str:
     import torch
 
     from modeling.kernels import fused_multi_source_attention
-    from modeling.kernels.triton_attention import dropout_keep_mask
+    from modeling.kernels.triton_attention import DoesNotFit, dropout_keep_mask
 
-    worst = {}
+    worst, routed = {}, []
     for dtype, tol in ((torch.float32, 1e-3), (torch.bfloat16, 3e-2), (torch.float16, 1e-2)):
         for d in (16, 64, 128):
             for dropout in (0.0, 0.1):
+                name = f"{str(dtype).split('.')[-1]} D={d}{' dropout' if dropout else ''}"
                 g = torch.Generator(device="cuda").manual_seed(d)
                 b, h, lq, lks = 3, 4, 77, (130, 9, 64)
                 q = torch.randn(b, h, lq, d, device="cuda", dtype=dtype, generator=g, requires_grad=True)
@@ -48,7 +49,11 @@ def kernels_against_eager() -> str:
                     srcs.append((k, v, mask))
                 grad = torch.randn(b, h, lq, d, device="cuda", dtype=dtype, generator=g)
                 leaves = [q, *[t for k, v, _ in srcs for t in (k, v)]]
-                fused = fused_multi_source_attention(q, srcs, dropout_p=dropout, seed=7)
+                try:
+                    fused = fused_multi_source_attention(q, srcs, dropout_p=dropout, seed=7)
+                except DoesNotFit:   # this GPU runs such calls on SDPA (modeling.attention routes them)
+                    routed.append(name)
+                    continue
                 got = [fused, *torch.autograd.grad(fused, leaves, grad)]
                 # eager with the kernel's own dropout mask: per source, keep / (1 - p) on the probabilities
                 keep = dropout_keep_mask(7, dropout, b, h, lq, sum(lks), device="cuda") if dropout else None
@@ -63,10 +68,11 @@ def kernels_against_eager() -> str:
                     start += k.shape[2]
                 want = [ref, *torch.autograd.grad(ref, leaves, grad.float())]
                 err = max(((a.float() - w).norm() / w.norm().clamp_min(1e-12)).item() for a, w in zip(got, want))
-                name = f"{str(dtype).split('.')[-1]} D={d}{' dropout' if dropout else ''}"
                 worst[name] = (err, tol)
     failed = [f"{n} ({e:.1e} > {t:.0e})" for n, (e, t) in worst.items() if not e <= t]
-    summary = f"{len(worst)} cases, largest relative error {max(e for e, _ in worst.values()):.1e}"
+    summary = f"{len(worst)} cases fused, largest relative error {max((e for e, _ in worst.values()), default=0):.1e}"
+    if routed:
+        summary += f"; on SDPA here (no configuration fits): {', '.join(routed)}"
     return ("FAIL: " + ", ".join(failed)) if failed else f"ok: {summary}"
 
 

@@ -23,7 +23,7 @@ With soft targets the shuffled columns get target mass 0 even when their sentenc
 true caption is high (same words, other order: exactly the pairs they must push apart), so they
 only enter the normalizer of p; with InfoNCE they are never filtered.
 
-Global batch (`gather`): "full" builds the global x global losses on every rank; "local" builds
+Global batch (`gather`): "full" computes the global x global losses on every rank; "local" computes
 local rows x global columns; in both, embeddings are gathered with gradients and the trainer's
 usual gradient averaging over ranks gives the single-process gradient. Every rank must have the
 same batch size B and the same modalities at a step (each gather is a collective).
@@ -34,8 +34,8 @@ weights (Z_i), of w_ij * logit_ij and of w_ij log w_ij, which give
 KL(q_i || p_i) = sum_j w log w / Z - log Z - sum_j w * logit / Z + lse_i (q_ij = w_ij / Z_i);
 InfoNCE is lse_i - logit_i,positive. The backward (a custom autograd function) recomputes each tile:
 dL_i/dlogit_ij = g_i (p_ij - q_ij). Caption similarities are recomputed per tile from the gathered
-caption embeddings, never held as a global x global matrix. "dense" is one tile (fastest while the
-rows x columns matrices fit); "blockwise" tiles of `loss.block_size` keep memory at O(B d +
+caption embeddings, never held as a global x global matrix. "dense" is one tile (memory O(rows x
+columns)); "blockwise" tiles of `loss.block_size` keep memory at O(B d +
 block^2); "auto" is dense up to AUTO_DENSE_MAX_COLUMNS columns, blockwise above.
 """
 from __future__ import annotations
