@@ -17,27 +17,20 @@ from torch import nn
 BACKENDS = ("auto", "eager", "sdpa", "triton")
 
 
-# CUDA caps a launch grid's second axis, where the fused kernels put batch * heads.
-MAX_GRID_Y = 65535
-
-
 def _resolve_backend(backend: str, device: torch.device, dropout_p: float = 0.0, causal: bool = False,
-                     head_dim: int = 64, dtype: torch.dtype = torch.float32, batch_heads: int = 1) -> str:
+                     head_dim: int = 64, dtype: torch.dtype = torch.float32) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"attention backend {backend!r} is not one of {BACKENDS}")
     if backend == "auto":
         # The fused kernel (with attention dropout, so in training too) has no causal mask, takes
-        # head dims 16..128 in fp32/fp16/bf16 and at most MAX_GRID_Y batch * heads, and is built
+        # head dims 16..128 in fp32/fp16/bf16, and is built
         # and tested for NVIDIA GPUs (a ROCm build also calls its device "cuda"): every other call
         # stays on SDPA.
         if (device.type == "cuda" and torch.version.hip is None and not causal
                 and 16 <= head_dim <= 128 and dtype in (torch.float32, torch.float16, torch.bfloat16)
-                and batch_heads <= MAX_GRID_Y and _triton_available()):
+                and _triton_available()):
             return "triton"
         return "sdpa"
-    if backend == "triton" and batch_heads > MAX_GRID_Y:
-        raise ValueError(f"the fused Triton kernel takes at most {MAX_GRID_Y} batch * heads (CUDA's grid limit), "
-                         f"got {batch_heads}; use backend='sdpa' or 'auto' for such calls")
     return backend
 
 
@@ -106,7 +99,7 @@ def attention(
     causal: bool = False,
 ) -> torch.Tensor:
     """Scaled dot-product attention. q: (B, H, Lq, D); k, v: (B, H, Lk, D) -> (B, H, Lq, D)."""
-    backend = _resolve_backend(backend, q.device, dropout_p, causal, q.shape[-1], q.dtype, q.shape[0] * q.shape[1])
+    backend = _resolve_backend(backend, q.device, dropout_p, causal, q.shape[-1], q.dtype)
     if backend == "eager":
         return eager_attention(q, k, v, key_mask, dropout_p, causal)
     if backend == "triton":
@@ -138,8 +131,7 @@ def multi_source_attention(q, sources, reduce: str = "sum", *, backend: str = "a
         outs = [attention(qs, k, v, m, backend=inner, dropout_p=dropout_p) for qs, (k, v, m) in zip(queries, sources)]
         return sum(outs) if reduce == "sum" else outs
 
-    if _resolve_backend(backend, first.device, dropout_p, False, first.shape[-1], first.dtype,
-                        first.shape[-4] * first.shape[-3]) == "triton":
+    if _resolve_backend(backend, first.device, dropout_p, False, first.shape[-1], first.dtype) == "triton":
         from modeling.kernels import fused_multi_source_attention
 
         return _fused_or_sdpa(lambda: fused_multi_source_attention(q, sources, reduce, dropout_p),

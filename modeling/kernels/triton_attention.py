@@ -64,7 +64,8 @@ def _forward_kernel(
     STORE_PARTS: tl.constexpr, STORE_SUM: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     DROPOUT: tl.constexpr,
 ):
-    pid_m, pid_bh = tl.program_id(0), tl.program_id(1).to(tl.int64)   # int64: offsets of big tensors
+    # batch * heads on grid axis 0 (up to 2^31 - 1; axes 1 and 2 stop at 65,535); int64: offsets of big tensors
+    pid_bh, pid_m = tl.program_id(0).to(tl.int64), tl.program_id(1)
     b, h = pid_bh // H, pid_bh % H
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
@@ -103,10 +104,10 @@ def _forward_kernel(
         has_keys = l_i > 0.0
         o = acc / tl.where(has_keys, l_i, 1.0)[:, None]
         lse = tl.where(has_keys, m_i + tl.log2(tl.where(has_keys, l_i, 1.0)), float("inf"))
-        tl.store(LSE + s * tl.num_programs(1) * LQ + row, lse, mask=m_ok)
+        tl.store(LSE + s * tl.num_programs(0).to(tl.int64) * LQ + row, lse, mask=m_ok)
         out_mask = m_ok[:, None] & d_ok[None, :]
         if STORE_PARTS:
-            part_ptrs = PARTS + (s * tl.num_programs(1) * LQ + row)[:, None] * D + offs_d[None, :]
+            part_ptrs = PARTS + (s * tl.num_programs(0).to(tl.int64) * LQ + row)[:, None] * D + offs_d[None, :]
             tl.store(part_ptrs, o.to(PARTS.dtype.element_ty), mask=out_mask)
         total += o
     if STORE_SUM:
@@ -126,7 +127,7 @@ def _backward_dkdv_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     DROPOUT: tl.constexpr,
 ):
-    pid_n, pid_bh, s = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
+    pid_bh, pid_n, s = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
     b, h = pid_bh // H, pid_bh % H
     start, end = tl.load(SEG + s), tl.load(SEG + s + 1)
     n0 = start + pid_n * BLOCK_N
@@ -140,7 +141,7 @@ def _backward_dkdv_kernel(
         v = tl.load(V + b * sv_b + h * sv_h + offs_n[:, None] * sv_n + offs_d[None, :] * sv_d, mask=kv_mask, other=0.0)
         dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
         dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
-        stat_base = (s * tl.num_programs(1) + pid_bh) * LQ
+        stat_base = (s * tl.num_programs(0).to(tl.int64) + pid_bh) * LQ
         for m0 in range(0, LQ, BLOCK_M):
             offs_m = m0 + tl.arange(0, BLOCK_M)
             m_ok = offs_m < LQ
@@ -181,7 +182,7 @@ def _backward_dq_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     DROPOUT: tl.constexpr,
 ):
-    pid_m, pid_bh, s = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
+    pid_bh, pid_m, s = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
     b, h = pid_bh // H, pid_bh % H
     start, end = tl.load(SEG + s), tl.load(SEG + s + 1)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -192,7 +193,7 @@ def _backward_dq_kernel(
                 mask=q_mask, other=0.0)
     do = tl.load(DO + s * sdo_s + b * sdo_b + h * sdo_h + offs_m[:, None] * sdo_m + offs_d[None, :] * sdo_d,
                  mask=q_mask, other=0.0)
-    stat_base = (s * tl.num_programs(1) + pid_bh) * LQ
+    stat_base = (s * tl.num_programs(0).to(tl.int64) + pid_bh) * LQ
     lse = tl.load(LSE + stat_base + offs_m, mask=m_ok, other=float("inf"))
     delta = tl.load(DELTA + stat_base + offs_m, mask=m_ok, other=0.0)
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
@@ -418,7 +419,7 @@ class _MultiSourceAttention(torch.autograd.Function):
         parts = torch.empty((n_src, batch, heads, lq, d), device=q.device, dtype=q.dtype) if store_parts else lse
         out = torch.empty((batch, heads, lq, d), device=q.device, dtype=q.dtype) if reduce_sum else lse
         sm_scale = 1.0 / math.sqrt(d)
-        _launch(_forward_kernel, lambda c: (triton.cdiv(lq, c.block_m), batch * heads),
+        _launch(_forward_kernel, lambda c: (batch * heads, triton.cdiv(lq, c.block_m)),
                 (q, k, v, mask, seg, parts, out, lse, *q.stride(), *k.stride(), *v.stride(), *mask.stride(),
                  heads, lq, d, k.shape[2], sm_scale * LOG2E, seed, dropout_p),
                 configs["forward"], "forward",
@@ -444,9 +445,9 @@ class _MultiSourceAttention(torch.autograd.Function):
         common = (*q.stride(), *k.stride(), *v.stride(), *mask.stride(), *do.stride(),
                   heads, lq, d, k.shape[2], sm_scale * LOG2E, sm_scale, ctx.seed, ctx.dropout_p)
         constexprs = dict(PRECISION=_precision(q.dtype), UPCAST=_upcast(q.dtype), DROPOUT=ctx.dropout_p > 0.0)
-        _launch(_backward_dkdv_kernel, lambda c: (triton.cdiv(ctx.max_len, c.block_n), batch * heads, n_src),
+        _launch(_backward_dkdv_kernel, lambda c: (batch * heads, triton.cdiv(ctx.max_len, c.block_n), n_src),
                 (q, k, v, mask, seg, do, lse, delta, dk, dv, *common), ctx.configs["dkdv"], "dkdv", **constexprs)
-        _launch(_backward_dq_kernel, lambda c: (triton.cdiv(lq, c.block_m), batch * heads, n_src),
+        _launch(_backward_dq_kernel, lambda c: (batch * heads, triton.cdiv(lq, c.block_m), n_src),
                 (q, k, v, mask, seg, do, lse, delta, dq, *common), ctx.configs["dq"], "dq", **constexprs)
         return dq, dk, dv, None, None, None, None, None, None, None
 
@@ -530,7 +531,7 @@ def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask:
 
 @triton.jit
 def _keep_mask_kernel(OUT, seed, rate, LQ, LK_TOTAL, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    pid_m, pid_bh = tl.program_id(0), tl.program_id(1).to(tl.int64)
+    pid_bh, pid_m = tl.program_id(0).to(tl.int64), tl.program_id(1)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     m_ok = offs_m < LQ
     for n0 in range(0, LK_TOTAL, BLOCK_N):
@@ -545,6 +546,6 @@ def dropout_keep_mask(seed: int, dropout_p: float, batch: int, heads: int, lq: i
     """The keep mask (B, H, Lq, Lk_total) bool that the kernels draw for `seed` (keys of all
     sources packed in order): for tests and for checking a run against eager attention."""
     out = torch.empty((batch, heads, lq, lk_total), dtype=torch.int8, device=device)
-    _keep_mask_kernel[(triton.cdiv(lq, 16), batch * heads)](out, seed, dropout_p, lq, lk_total,
+    _keep_mask_kernel[(batch * heads, triton.cdiv(lq, 16))](out, seed, dropout_p, lq, lk_total,
                                                            BLOCK_M=16, BLOCK_N=16)
     return out.bool()

@@ -151,6 +151,22 @@ def test_tiles_shrink_where_the_estimate_misjudged_a_gpu(monkeypatch):
     assert all(tiles[-1][:2] == (16, 16) for tiles in launched.values())
 
 
+def test_batch_times_heads_is_on_the_grid_axis_without_the_65535_cap(monkeypatch):
+    """CUDA caps grid axes 1 and 2 at 65,535 and axis 0 at 2^31 - 1: every kernel puts batch * heads
+    on axis 0, so B >= 8,192 at 8 heads runs fused; the blocks of queries or keys go on axis 1."""
+    from modeling.kernels import triton_attention as ta
+
+    grids, launch = {}, ta._launch
+    monkeypatch.setattr(ta, "_launch", lambda kernel, grid, args, config, name, **kw: (
+        grids.__setitem__(name, grid(config)), launch(kernel, grid, args, config, name, **kw))[1])
+    g = torch.Generator().manual_seed(5)
+    b, h, lq, lk, d = 3, 2, 70, 45, 16
+    q, k, v = (_leaf(g, (b, h, n, d), torch.float32) for n in (lq, lk, lk))
+    fused_attention(q, k, v, _ragged_mask(g, b, lk)).sum().backward()
+    assert set(grids) == {"forward", "dkdv", "dq"} and all(grid[0] == b * h for grid in grids.values())
+    assert grids["forward"][1] > 1 and grids["dq"][1] > 1     # several query blocks: the loops are covered
+
+
 def test_calls_that_fit_no_configuration_run_sdpa_with_one_warning(monkeypatch):
     """Where not even 16 x 16 tiles fit (found up front from the shared-memory table, or by Triton at
     launch), the fused call raises DoesNotFit before anything ran, and `attention` /
