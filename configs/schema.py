@@ -213,6 +213,14 @@ class ShardSetConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Retrieval training augmentations (trainer/augment.py); all off by default."""
+    mirror: float = 0.0                # probability of mirroring a sample (motion and left/right words)
+    speed: float = 1.0                 # play each clip at a speed drawn log-uniformly from [1/speed, speed]
+    noise: float = 0.0                 # Gaussian feature noise, in units of each feature's std
+
+
+@dataclass
 class DataConfig:
     # retrieval shard set
     retrieval: ShardSetConfig = field(default_factory=ShardSetConfig)
@@ -236,6 +244,7 @@ class DataConfig:
     # Retrieval training text: "original" (the caption as written; CAR's "orig -> event") or
     # "events" (its events concatenated in order; CAR's "event -> event", scored by that CAR column).
     train_captions: str = "original"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)   # retrieval samples only
 
 
 @dataclass
@@ -338,6 +347,10 @@ def check_experiment(cfg: ExperimentConfig) -> None:
         raise ConfigError("optim.grad_accum, run.max_steps and checkpoint.every must be >= 1")
     if cfg.data.train_captions not in ("original", "events"):
         raise ConfigError(f"data.train_captions={cfg.data.train_captions!r} must be 'original' or 'events'")
+    aug = cfg.data.augment
+    if not (0.0 <= aug.mirror <= 1.0 and aug.speed >= 1.0 and aug.noise >= 0.0):
+        raise ConfigError(f"data.augment: mirror={aug.mirror} must be in [0, 1], speed={aug.speed} >= 1 "
+                          f"and noise={aug.noise} >= 0")
     if cfg.data.caption_embedder not in ("minilm", "none"):
         raise ConfigError(f"data.caption_embedder={cfg.data.caption_embedder!r} must be 'minilm' or 'none'")
     if cfg.validation.split == "test":
@@ -384,6 +397,8 @@ class EvalOptions:
     pyramid_min: int = 20              # shortest pyramid window (frames)
     pyramid_max: int = 200             # longest pyramid window (frames)
     pyramid_stride: int = 5            # stride of window starts and lengths (frames)
-    batch_size: int = 32               # inference batch size
+    batch_size: int = 32               # inference batch size (the least number of items of a batch)
+    batch_frames: int = 16384          # frames per inference batch of motions (texts: a quarter of it in
+                                       # tokens; head pairs: snippets + tokens); 0 = batch_size items
     num_plots: int = 4                  # localization curves and retrieval strips to draw
     strip_top_k: int = 5               # motions per retrieval strip plot

@@ -55,17 +55,20 @@ class LocalizationSet:
         return len(self.motions[m]) / self.fps[m]
 
 
-def _iter_samples(shards: str, skipped: dict[str, int] | None = None, split: str | None = None, out=None, **kw):
+def _iter_samples(shards: str, skipped: dict[str, int] | None = None, split: str | None = None, out=None,
+                  rank: int = 0, world: int = 1, num_workers: int = 0, **kw):
     """Every sample of a shard set once, in index order (evaluation mode: first caption), keeping
     only `meta.split == split` when given; the reader's skip counts are added to `skipped`, and
-    the set's index is put in `out.index`."""
+    the set's index is put in `out.index`. With `world` > 1, only this rank's contiguous share;
+    `num_workers` reader processes decode ahead."""
     if not shards.startswith(("pipe:", "http:", "https:")) and "{" not in shards and not Path(shards).exists():
         raise FileNotFoundError(f"shard set {shards!r} does not exist; pass the folder holding shards.json "
                                 "or the shards.json file")
-    ds = ShardDataset(shards, training=False, rank=0, world_size=1, fill_skipped=False, uneven="pad", split=split, **kw)
+    ds = ShardDataset(shards, training=False, rank=rank, world_size=world, fill_skipped=False, uneven="pad",
+                      split=split, **kw)
     if out is not None:
         out.index = ds.index
-    loader = ShardLoader(ds, batch_size=64, num_workers=0, collate_fn=list)
+    loader = ShardLoader(ds, batch_size=64 if num_workers == 0 else 8, num_workers=num_workers, collate_fn=list)
     for batch in loader:
         yield from (s for s in batch if not s.get("repeat"))
     if skipped is not None:
@@ -92,13 +95,16 @@ def read_retrieval_set(shards: str, *, load_video: bool = True, min_frames: int 
     return out
 
 
-def iter_videos(data: RetrievalSet):
+def iter_videos(data: RetrievalSet, rank: int = 0, world: int = 1, num_workers: int = 0):
     """(item index, uint8 video (l_v, 3, H, W)) for the items of `data` that have a video, streamed
-    from its shards with the same reader options (so the same caption crop)."""
+    from its shards with the same reader options (so the same caption crop). With `world` > 1,
+    the items of this rank's share of the shards only (every video is decoded by one rank);
+    `num_workers` reader processes decode while the caller embeds."""
     if data.video is None:
         return
     where = {key: i for i, key in enumerate(data.ids)}
-    for s in _iter_samples(data.source, None, data.split, load_joints=False, **data.reader_options, **data.video):
+    for s in _iter_samples(data.source, None, data.split, rank=rank, world=world, num_workers=num_workers,
+                           load_joints=False, **data.reader_options, **data.video):
         if s["key"] in where and "video" in s:
             yield where[s["key"]], s["video"]
 

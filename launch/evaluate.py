@@ -5,17 +5,24 @@
 
 Writes OUT/metrics.json, OUT/metrics.md and OUT/plots/*.png, and prints the Markdown tables with
 the sentence-embedding model and thresholds used.
+
+On several processes each rank embeds a share of every batch list and rank 0 scores and writes
+the report (the same numbers as one process):
+
+    accelerate launch --multi_gpu --num_processes 2 -m launch.evaluate --model ... --out ...
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 import torch
 
 from configs.schema import EvalOptions
+from evaluation.ranks import Ranks
 from evaluation.report import write_report
 from evaluation.run import evaluate
 from evaluation.sets import read_localization_set, read_retrieval_set
@@ -50,7 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-video", action="store_true", help="do not decode videos (no video<->motion protocols)")
     p.add_argument("--min-frames", type=int, default=None, help="leave out retrieval items shorter than this")
     p.add_argument("--max-frames", type=int, default=None, help="leave out retrieval items longer than this")
-    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="least number of items of a batch")
+    p.add_argument("--batch-frames", type=int, default=DEFAULTS.batch_frames,
+                   help="frames per inference batch (texts: a quarter of it in tokens); 0: --batch-size items")
     p.add_argument("--num-plots", type=int, default=DEFAULTS.num_plots)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return p.parse_args(argv)
@@ -58,7 +67,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    ranks = Ranks.from_env()
+    logging.basicConfig(level=logging.INFO if ranks.main else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _main(args, ranks)
+    finally:
+        if ranks.world > 1:
+            torch.distributed.destroy_process_group()
+
+
+def _main(args: argparse.Namespace, ranks: Ranks) -> int:
     if args.shards is None and args.localization_shards is None:
         sys.exit("evaluate: give --shards (retrieval test set) and/or --localization-shards")
     for flag, value in (("--model", args.model), ("--sentence-model", args.sentence_model),
@@ -72,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         sentence_model = str(get_model_path())
     from trainer.data import CaptionEmbedder
 
-    model, tokenizer, cfg = load_model(args.model, args.device)
+    device = args.device
+    if ranks.world > 1 and device == "cuda":    # one GPU per rank
+        device = f"cuda:{os.environ.get('LOCAL_RANK', ranks.rank)}"
+    model, tokenizer, cfg = load_model(args.model, device)
     video_cfg = model.cfg.retrieval.video
     retrieval = read_retrieval_set(args.shards, load_video=not args.no_video and model.cfg.retrieval.use_video,
                                    min_frames=args.min_frames, max_frames=args.max_frames,
@@ -86,16 +108,23 @@ def main(argv: list[str] | None = None) -> int:
     opts = EvalOptions(dissimilar_ids=dissimilar_ids, threshold=args.threshold,
                        assigned_threshold=args.assigned_threshold, corpus_k=args.corpus_k,
                        corpus_lambda=args.corpus_lambda, pyramid=not args.no_pyramid, corpus=not args.no_corpus,
-                       batch_size=args.batch_size,
+                       batch_size=args.batch_size, batch_frames=args.batch_frames,
                        num_plots=args.num_plots)
-    print(f"sentence-embedding model: {sentence_model}")
-    print(f"thresholds on (cos+1)/2: all-threshold {opts.threshold}, assigned {opts.assigned_threshold}")
+    if ranks.main:
+        print(f"sentence-embedding model: {sentence_model}")
+        print(f"thresholds on (cos+1)/2: all-threshold {opts.threshold}, assigned {opts.assigned_threshold}")
+        if ranks.world > 1:
+            print(f"{ranks.world} processes: each embeds a share, rank 0 scores")
     try:
-        report = evaluate(model, tokenizer, CaptionEmbedder(sentence_model), retrieval=retrieval,
-                          localization=localization, opts=opts, sentence_model=sentence_model, device=args.device,
-                          max_tokens=cfg.model.retrieval.text.max_tokens, plot_dir=Path(args.out) / "plots")
+        embedder = CaptionEmbedder(sentence_model, same_length_batches=True)
+        report = evaluate(model, tokenizer, embedder, retrieval=retrieval,
+                          localization=localization, opts=opts, sentence_model=sentence_model, device=device,
+                          max_tokens=cfg.model.retrieval.text.max_tokens, plot_dir=Path(args.out) / "plots",
+                          progress=ranks.main, ranks=ranks)
     except ShardError as err:
         sys.exit(f"evaluate: {err}")
+    if not ranks.main:
+        return 0
     report["model"] = str(args.model)
     json_path, md_path = write_report(report, args.out)
     print(md_path.read_text(encoding="utf-8"))

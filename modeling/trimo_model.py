@@ -17,6 +17,13 @@ Tasks:
 - "embed": pooled embeddings of the modalities present ("motion_emb", "text_emb", "video_emb").
 - "localize": p_start, p_end, highlight, snippet_mask of the localization head in eval mode
   (the "localization" batch without the moment); `decode_moments` turns them into spans.
+  The motion may come encoded ("motion_snippets" + "snippet_mask" in place of motion and
+  motion_mask) and the text too ("text_tokens" in place of text_input_ids; text_attention_mask
+  stays): the outputs of "localize_inputs".
+- "localize_inputs": the two encoders' halves of "localize", for inputs that are paired many
+  times (evaluation's corpus retrieval: every query against every motion): from motion/motion_mask
+  "motion_snippets" (B, T, d) and "snippet_mask" (B, T); from text_input_ids/text_attention_mask
+  "text_tokens" (B, L, d) and "text_emb" (B, d), the pooled embedding of the same pass ("embed"'s).
 Loss outputs are flat: "loss" (weighted total) and "<task>/<term>".
 """
 from __future__ import annotations
@@ -28,7 +35,7 @@ from configs.schema import TrimoModelConfig
 from modeling.localization import LocalizationHead, pool_snippets
 from modeling.retrieval import RetrievalModel
 
-TASKS = ("retrieval", "localization", "joint", "embed", "localize")
+TASKS = ("retrieval", "localization", "joint", "embed", "localize", "localize_inputs")
 
 
 class TrimoModel(nn.Module):
@@ -66,6 +73,8 @@ class TrimoModel(nn.Module):
             return self._embed(batch)
         if task == "localize":
             return self._localize(batch)
+        if task == "localize_inputs":
+            return self._localize_inputs(batch)
         raise ValueError(f"task {task!r} is not one of {TASKS}")
 
     def _retrieval(self, batch: dict) -> dict[str, torch.Tensor]:
@@ -92,14 +101,35 @@ class TrimoModel(nn.Module):
         flat["loss"] = loss
         return flat
 
-    def _localization_inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _localization_inputs(self, batch: dict, encoded: bool = False
+                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """MLP Sec. III-A: a long motion becomes S snippet means *before* it is encoded (T = min(F, S)),
-        so the motion encoder runs on at most S elements; the head's own pooling is then the identity."""
-        motion, mask = pool_snippets(self.normalize(batch["motion"]), batch["motion_mask"],
-                                     self.cfg.localization.num_snippets)
-        snippets, _ = self.retrieval.encode_motion(motion, mask)
-        tokens, _ = self.retrieval.encode_text(batch["text_input_ids"], batch["text_attention_mask"])
+        so the motion encoder runs on at most S elements; the head's own pooling is then the identity.
+        `encoded`: take "motion_snippets"/"snippet_mask" and "text_tokens" as given where present."""
+        if encoded and "motion_snippets" in batch:
+            snippets, mask = batch["motion_snippets"], batch["snippet_mask"].bool()
+        else:
+            snippets, mask = self._encode_snippets(batch["motion"], batch["motion_mask"])
+        if encoded and "text_tokens" in batch:
+            tokens = batch["text_tokens"]
+        else:
+            tokens, _ = self.retrieval.encode_text(batch["text_input_ids"], batch["text_attention_mask"])
         return snippets, mask, tokens
+
+    def _encode_snippets(self, motion: torch.Tensor, motion_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled, mask = pool_snippets(self.normalize(motion), motion_mask, self.cfg.localization.num_snippets)
+        return self.retrieval.encode_motion(pooled, mask)[0], mask
+
+    def _localize_inputs(self, batch: dict) -> dict[str, torch.Tensor]:
+        if self.localization is None:
+            raise ValueError("this model was built with use_localization=false")
+        out = {}
+        if "motion" in batch:
+            out["motion_snippets"], out["snippet_mask"] = self._encode_snippets(batch["motion"], batch["motion_mask"])
+        if "text_input_ids" in batch:
+            out["text_tokens"], out["text_emb"] = self.retrieval.encode_text(batch["text_input_ids"],
+                                                                             batch["text_attention_mask"])
+        return out
 
     def _embed(self, batch: dict) -> dict[str, torch.Tensor]:
         out = {}
@@ -114,7 +144,7 @@ class TrimoModel(nn.Module):
     def _localize(self, batch: dict) -> dict[str, torch.Tensor]:
         if self.localization is None:
             raise ValueError("this model was built with use_localization=false")
-        frames, mask, tokens = self._localization_inputs(batch)
+        frames, mask, tokens = self._localization_inputs(batch, encoded=True)
         head = self.localization
         was_training = head.training
         head.eval()

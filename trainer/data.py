@@ -92,7 +92,7 @@ class CaptionEmbedder:
     read at construction, merged and rewritten atomically under a file lock by `save()`.
     """
 
-    def __init__(self, path: str | None = None, cache_file: str | Path | None = None):
+    def __init__(self, path: str | None = None, cache_file: str | Path | None = None, same_length_batches: bool = False):
         from transformers import AutoModel, AutoTokenizer
 
         if path is None:
@@ -104,6 +104,7 @@ class CaptionEmbedder:
         self.model = AutoModel.from_pretrained(path).eval().requires_grad_(False)
         self.cache: dict[str, torch.Tensor] = {}
         self.cache_file = Path(cache_file) if cache_file else None
+        self.same_length_batches = same_length_batches
         self._new = 0
         if self.cache_file is not None and self.cache_file.is_file():
             self.cache.update(self._read(self.cache_file))
@@ -131,13 +132,23 @@ class CaptionEmbedder:
     def __call__(self, texts: list[str]) -> torch.Tensor:
         # One caption per forward: batching would pad, and the padding changes the float rounding,
         # so a caption's embedding would depend on what it was first batched with (and a resumed
-        # run, starting with an empty cache, would drift from an uninterrupted one).
-        for text in texts:
-            if text not in self.cache:
-                tok = self.tokenizer([text], truncation=True, max_length=128, return_tensors="pt")
-                pooled = self.model(**tok).last_hidden_state.mean(1)
-                self.cache[text] = torch.nn.functional.normalize(pooled, dim=-1)[0]
-                self._new += 1
+        # run, starting with an empty cache, would drift from an uninterrupted one). With
+        # `same_length_batches` (evaluation: thousands of captions at once), captions of one token
+        # length share a forward of up to 64: no padding, 3x faster on one thread.
+        new = list(dict.fromkeys(t for t in texts if t not in self.cache))
+        if self.same_length_batches:
+            by_length: dict[int, list[str]] = {}
+            for text, ids in zip(new, self.tokenizer(new, truncation=True, max_length=128)["input_ids"] if new else []):
+                by_length.setdefault(len(ids), []).append(text)
+            groups = [g[i:i + 64] for g in by_length.values() for i in range(0, len(g), 64)]
+        else:
+            groups = [[text] for text in new]
+        for group in groups:
+            tok = self.tokenizer(group, truncation=True, max_length=128, return_tensors="pt")
+            pooled = self.model(**tok).last_hidden_state.mean(1)
+            for text, row in zip(group, torch.nn.functional.normalize(pooled, dim=-1)):
+                self.cache[text] = row
+            self._new += len(group)
         return torch.stack([self.cache[t] for t in texts])
 
     def save(self) -> None:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainer.augment import augment_retrieval
 from trainer.callback import Callback
 from trainer.checkpoint import load_trainer_state, mark_best, resolve_checkpoint, save_checkpoint
 from configs.loading import ConfigError, save_config
@@ -152,6 +153,7 @@ class Trainer:
                                       cfg.run.seed) for t in self.tasks}
         # the retrieval set's statistics (the localization set's in a localization-only run)
         stats = datasets[self.tasks[0]].index.stats()
+        self.feature_std = None if stats is None else torch.as_tensor(stats.std)   # feature noise's scale
         if stats is not None:
             self.model.set_feature_stats(torch.as_tensor(stats.mean), torch.as_tensor(stats.std))
         elif acc.is_main_process:
@@ -220,6 +222,7 @@ class Trainer:
         def build(name: str) -> dict:
             raw = self.streams[name].next()
             if name == "retrieval":
+                raw = augment_retrieval(raw, cfg.data.augment, rng, self.feature_std)
                 video = (rcfg.video.n_frames, cfg.data.video_size) if rcfg.use_video else None
                 b = retrieval_batch(raw, self.tokenizer, rcfg.text.max_tokens, rng, embedder=self.embedder,
                                     negatives_per_sample=cfg.data.max_negatives_per_sample,

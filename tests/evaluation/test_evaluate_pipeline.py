@@ -276,15 +276,19 @@ def test_cli_errors_name_the_missing_path(shard_sets, tmp_path):
         load_model(tmp_path / "empty")
 
 
-def test_pyramid_baseline_needs_no_localization_head(model, tokenizer, shard_sets, monkeypatch):
+def test_pyramid_baseline_needs_no_localization_head(model, tokenizer, shard_sets):
     """A retrieval-only model still gets the temporal-pyramid baseline (its own embeddings), the
     same numbers as with a head; localization by the head and corpus retrieval are left out."""
     localization = read_localization_set(shard_sets[1])
     opts = EvalOptions(corpus_k=2, batch_size=3, num_plots=0)
     kwargs = dict(localization=localization, opts=opts, progress=False)
     with_head = evaluate(model, tokenizer, HashEmbedder(), **kwargs)
-    monkeypatch.setattr(model, "localization", None)
-    without = evaluate(model, tokenizer, HashEmbedder(), **kwargs)
+    head = model.localization
+    model.localization = None    # (monkeypatch's undo would delete the submodule of the shared model)
+    try:
+        without = evaluate(model, tokenizer, HashEmbedder(), **kwargs)
+    finally:
+        model.localization = head
     assert "model" not in without["localization"] and "corpus" not in without
     pyramid, reference = without["localization"]["pyramid"], with_head["localization"]["pyramid"]
     for protocol in ("normal", "assigned"):
@@ -315,3 +319,168 @@ def test_a_model_is_refused_data_of_another_feature_definition(model, tokenizer,
         assert report["retrieval"]["n_items"] == len(CAPTIONS)
     finally:
         model.cfg.motion_features = ""
+
+
+# ---------------------------------------------------------------- the fast paths against brute force
+
+def test_localize_inputs_are_the_encoders_half_of_localize(model, tokenizer, shard_sets):
+    """"localize" on encoded inputs ("localize_inputs") gives what it gives on raw ones, batch for
+    batch; the pooled text embedding of that pass is "embed"'s."""
+    loc = read_localization_set(shard_sets[1])
+    motions = [loc.motions[m] for m in loc.motion]
+    enc = Encoder(model, tokenizer, 77, progress=False)
+    motion, mask = enc._motion_batch(motions)
+    ids, tmask = enc._tokens(loc.texts)
+    duration = torch.tensor([loc.duration(m) for m in loc.motion])
+    with torch.no_grad():
+        raw = model({"motion": motion, "motion_mask": mask, "text_input_ids": ids, "text_attention_mask": tmask,
+                     "duration_s": duration}, "localize")
+        inputs = model({"motion": motion, "motion_mask": mask, "text_input_ids": ids, "text_attention_mask": tmask},
+                       "localize_inputs")
+        encoded = model({"motion_snippets": inputs["motion_snippets"], "snippet_mask": inputs["snippet_mask"],
+                         "text_tokens": inputs["text_tokens"], "text_attention_mask": tmask, "duration_s": duration},
+                        "localize")
+        embedded = model({"text_input_ids": ids, "text_attention_mask": tmask}, "embed")
+    for key in ("p_start", "p_end", "highlight", "snippet_mask"):
+        assert torch.equal(raw[key], encoded[key]), key
+    assert torch.equal(inputs["text_emb"], embedded["text_emb"])
+
+
+def test_batches_cut_by_frames_cover_every_item_once():
+    enc = Encoder(torch.nn.Identity(), None, 77, batch_size=2, progress=False, batch_frames=100)
+    lengths = [50, 5, 20, 5, 80, 20, 20, 200, 5]
+    batches = enc.cut(lengths)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))
+    flat = [lengths[i] for b in batches for i in b]
+    assert flat == sorted(lengths)                                   # shortest first
+    for b in batches:   # at least batch_size items; more only while n x longest fits in the budget
+        longest = max(lengths[i] for i in b)
+        assert len(b) >= 2 or b is batches[-1]
+        assert len(b) <= 2 or len(b) * longest <= 100
+    assert [len(b) for b in Encoder(torch.nn.Identity(), None, 77, batch_size=4).cut(lengths)] == [4, 4, 1]
+
+
+def brute_force_report(model, tokenizer, embedder, retrieval, localization, opts):
+    """The protocols the straightforward way (every query on its own, every window, chunk and
+    moment embedded where it is used, the localization head on raw inputs): the numbers the
+    batched evaluation must reproduce."""
+    from evaluation.run import _paired_cosine
+
+    enc = Encoder(model, tokenizer, 77, batch_size=opts.batch_size, progress=False)
+    out = {}
+    sent = embedder(retrieval.texts)
+    motion_emb, text_emb = enc.motions(retrieval.motions), enc.texts(retrieval.texts)
+    out["text_to_motion"] = {p: v[0] for p, v in M.tmr_protocols(M.cosine_matrix(text_emb, motion_emb), retrieval.ids,
+                                                                 sent, opts.threshold, None, opts.small_batch_size,
+                                                                 opts.small_batch_seed).items()}
+    items = M.car_items(retrieval.texts, retrieval.events, opts.car_seed)
+    m = motion_emb[items.index]
+    shuffled = enc.texts(items.shuffled)
+    out["orig_to_event"] = M.car_accuracy(_paired_cosine(m, enc.texts(items.original)), _paired_cosine(m, shuffled))
+    out["event_to_event"] = M.car_accuracy(_paired_cosine(m, enc.texts(items.ordered)), _paired_cosine(m, shuffled))
+    events = enc.texts([event_caption(t, e) for t, e in zip(retrieval.texts, retrieval.events)])
+    out["motion_to_events_with_shuffled"] = M.rank_metrics(M.retrieval_ranks(
+        M.cosine_matrix(motion_emb, np.concatenate([events, shuffled]))))
+
+    loc = localization
+    gt, ids = np.array(loc.spans), [loc.ids[m] for m in loc.motion]
+    loc_sent = embedder(loc.texts)
+    preds = enc.localize([loc.motions[m] for m in loc.motion], [loc.fps[m] for m in loc.motion], loc.texts)
+    pred = np.array([[p["start_s"], p["end_s"]] for p in preds])
+    out["model"] = M.localization_protocols(pred, gt, ids, loc_sent, opts.assigned_threshold)
+    query_emb = enc.texts(loc.texts)
+    pyramid = np.zeros((len(loc.texts), 2))
+    for q, owner in enumerate(loc.motion):
+        wins = M.pyramid_windows(len(loc.motions[owner]), opts.pyramid_min, opts.pyramid_max, opts.pyramid_stride)
+        scores = M.cosine_matrix(query_emb[q:q + 1], enc.motions([loc.motions[owner][s:e] for s, e in wins]))[0]
+        s, e = M.select_window(scores, wins)
+        pyramid[q] = (s / loc.fps[owner], e / loc.fps[owner])
+    out["pyramid"] = M.localization_protocols(pyramid, gt, ids, loc_sent, opts.assigned_threshold)
+    hits, dcg = [], {n: [] for n in opts.corpus_ns}
+    k = min(opts.corpus_k, len(loc.ids))
+    for q in range(len(loc.texts)):
+        r = np.array([M.cosine_matrix(query_emb[q:q + 1], enc.motions(
+            [loc.motions[m][s:e] for s, e in M.chunk_windows(len(loc.motions[m]), loc.fps[m], opts.chunk_s,
+                                                            opts.chunk_overlap)])).max()
+                      for m in range(len(loc.ids))])
+        top = M.top_motions(r, k)
+        cands = enc.localize([loc.motions[m] for m in top], [loc.fps[m] for m in top], [loc.texts[q]] * k,
+                             top_k=opts.candidates_per_motion)
+        spans = np.concatenate([np.stack([p["topk_start_s"], p["topk_end_s"]], 1) for p in cands])
+        p_se = np.concatenate([p["topk_score"] for p in cands])
+        motion = np.repeat(top, opts.candidates_per_motion)
+        valid = spans[:, 0] >= 0
+        ranked_m, ranked_s, _ = M.rank_candidates(motion[valid], spans[valid], p_se[valid], r, opts.corpus_lambda)
+        hits.append(M.corpus_hits(ranked_m, ranked_s, loc.motion[q], gt[q], opts.corpus_ns, opts.corpus_ious))
+        crops = []
+        for mi, span in zip(ranked_m[:max(opts.corpus_ns)], ranked_s[:max(opts.corpus_ns)]):
+            first = min(int(np.floor(span[0] * loc.fps[mi])), len(loc.motions[mi]) - 1)
+            crops.append(loc.motions[mi][first:max(int(np.ceil(span[1] * loc.fps[mi])), first + 1)])
+        rel = np.clip(M.cosine_matrix(query_emb[q:q + 1], enc.motions(crops))[0], 0.0, None)
+        for n in opts.corpus_ns:
+            dcg[n].append(M.dcg_at_n(rel, n))
+    out["recall"] = {key: 100.0 * np.mean([h[key] for h in hits]) for key in hits[0]}
+    out["dcg"] = {f"DCG@{n}": float(np.mean(v)) for n, v in dcg.items()}
+    return out
+
+
+def assert_same_numbers(got, want, rel=1e-9, where=""):
+    """Nested dicts of numbers: the same keys, the numbers equal to `rel`."""
+    if isinstance(want, dict):
+        assert set(got) == set(want), where
+        for key in want:
+            assert_same_numbers(got[key], want[key], rel, f"{where}/{key}")
+    else:
+        assert got == pytest.approx(want, rel=rel), where
+
+
+def test_batched_evaluation_equals_brute_force(model, tokenizer, shard_sets):
+    """Each window, chunk, moment and text embedded once in frame-budget batches, the head run
+    on encoded (query, motion) pairs: the same numbers as the straightforward computation."""
+    retrieval = read_retrieval_set(shard_sets[0], load_video=False)
+    localization = read_localization_set(shard_sets[1])
+    opts = EvalOptions(corpus_k=2, corpus_ns=(1, 3), candidates_per_motion=2, small_batch_size=4, num_plots=0,
+                       pyramid_min=20, pyramid_max=60, pyramid_stride=10, chunk_s=2.0, chunk_overlap=0.5,
+                       batch_frames=512)
+    timings: dict[str, float] = {}
+    report = evaluate(model, tokenizer, HashEmbedder(), retrieval=retrieval, localization=localization, opts=opts,
+                      progress=False, timings=timings)
+    ref = brute_force_report(model, tokenizer, HashEmbedder(), retrieval, localization, opts)
+    assert_same_numbers(report["retrieval"]["text_to_motion"], ref["text_to_motion"])
+    for key in ("orig_to_event", "event_to_event", "motion_to_events_with_shuffled"):
+        assert_same_numbers(report["car"][key], ref[key], where=key)
+    for method in ("model", "pyramid"):
+        assert_same_numbers(report["localization"][method], ref[method], where=method)
+    assert_same_numbers(report["corpus"]["recall"], ref["recall"])
+    # relevances are cosines of embeddings batched differently: equal to float rounding
+    assert_same_numbers(report["corpus"]["dcg_text_motion"], ref["dcg"], rel=1e-6)
+    assert {"sentence embeddings", "pyramid: embed windows", "corpus: head on (query, motion) pairs"} <= set(timings)
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_two_processes_write_the_report_of_one(model, shard_sets, tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2 -m launch.evaluate` (2 CPU ranks over gloo):
+    each rank embeds a share, rank 0 scores and writes; metrics.json is the one-process report."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    from configs.schema import ExperimentConfig
+    from fixtures.trainer_fixtures import ACCELERATE, free_port, launch_env, run
+    from launch.evaluate import main
+    from trainer.export import export_model
+
+    try:
+        export_model(Accelerator(cpu=True), model, ExperimentConfig(model=model.cfg), tmp_path / "export")
+    finally:
+        AcceleratorState._reset_state(True)
+    args = ["--model", str(tmp_path / "export"), "--shards", shard_sets[0], "--localization-shards", shard_sets[1],
+            "--num-plots", "0", "--corpus-k", "2", "--batch-size", "2", "--batch-frames", "256"]
+    assert main(args + ["--out", str(tmp_path / "one")]) == 0           # this process: one thread
+    proc = run([ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", str(free_port()),
+                "-m", "launch.evaluate", *args, "--out", str(tmp_path / "two")], launch_env(tmp_path), timeout=300)
+    assert "2 processes: each embeds a share, rank 0 scores" in proc.stdout
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert two["retrieval"]["n_video_items"] == 6 and "corpus" in two and "pyramid" in two["localization"]
+    assert two == one

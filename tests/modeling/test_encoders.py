@@ -116,7 +116,7 @@ def test_motion_encoder_with_gcn_un_normalizes_for_joint12():
     enc.set_feature_stats(mean, std)
     motion, mask = motion_batch()
     frames, pooled = enc(motion, mask)
-    assert torch.allclose(seen[0], motion * std + mean, atol=1e-6)
+    assert torch.allclose(seen[0], motion * enc.feat_std + mean, atol=1e-6)
     assert frames.shape == (3, 7, 16) and torch.isfinite(pooled).all()
     pooled.sum().backward()
     assert enc.gcn.weights[0].weight.grad.abs().sum() > 0
@@ -291,3 +291,23 @@ def test_lora_defaults_find_query_value_of_other_backbones(tmp_path, kind):
 def test_missing_text_backbone_path_is_named(tmp_path):
     with pytest.raises(OSError, match="text.backbone"):
         TextEncoder(TextEncoderConfig(backbone=str(tmp_path / "nope"), **TINY))
+
+
+def test_no_feature_is_scaled_up_more_than_its_group_average():
+    """A dimension that hardly varies in the training statistics gets its group's mean std, so a
+    real motion's ordinary value stays a few stds away; other dimensions keep their own std."""
+    from motion.features import FEATURE_GROUPS
+
+    enc = MotionEncoder(MotionEncoderConfig(**TINY), backend="eager")
+    std = torch.linspace(0.5, 1.5, 263, dtype=torch.float64)
+    rot = FEATURE_GROUPS["rot"]
+    std[rot.start] = 1e-5                         # a stiff joint of a synthetic corpus
+    std[FEATURE_GROUPS["foot_contact"]] = 0.0     # contacts that never change
+    enc.set_feature_stats(torch.zeros(263), std)
+    assert enc.feat_std[rot.start].item() == pytest.approx(std[rot].mean().item(), rel=1e-6)
+    above = rot.start + 100                       # above its group's mean: its own std
+    assert enc.feat_std[above].item() == pytest.approx(std[above].item(), rel=1e-6)
+    assert torch.all(enc.feat_std[FEATURE_GROUPS["foot_contact"]] == 1.0)   # only centred
+    real = torch.zeros(1, 1, 263)
+    real[..., rot.start] = 0.1                    # an ordinary rotation value of real mocap
+    assert enc.normalize(real)[..., rot.start].abs().item() < 1.0

