@@ -199,6 +199,10 @@ class RunConfig:
     seed: int = 0                      # seed of weights, data order and every random draw
     output_dir: str = "runs/trimo"     # run directory: config, metrics, checkpoints, export
     max_steps: int = 1000              # optimizer steps of this run (where it stops)
+    # A trained model (export, checkpoint or run directory) whose tensors start this run wherever
+    # name and shape agree, e.g. a retrieval model's encoders under a new localization head;
+    # "" = fresh initialization. A resumed run restores its own weights instead.
+    init_from: str = ""
 
 
 @dataclass

@@ -66,14 +66,15 @@ def _counted(plans: list[ClipPlan], desc: str, progress: bool) -> Iterable[ClipP
 
 
 def build_set(name: str, planner: Callable[[int], ClipPlan], count: int, out_dir: str, seed: int, *,
-              video: dict | None, workers: int, maxcount: int, progress: bool, command: str | None) -> SetSummary:
+              video: dict | None, workers: int, maxcount: int, progress: bool, command: str | None,
+              extra: dict | None = None) -> SetSummary:
     started = time.perf_counter()
     plans = _map(planner, range(count), workers, count, f"{name}: planning", progress)
     plans, dropped = assign_captions(plans, seed)
     index = write_shards(_counted(plans, f"{name}: rendering", progress), out_dir,
                          convert=partial(render_sample, video=video), num_workers=workers, maxcount=maxcount,
                          stats_convention=None, command=command,
-                         extra={"dataset": "trimo-demo", "set": name, "seed": seed, "video": video})
+                         extra={"dataset": "trimo-demo", "set": name, "seed": seed, "video": video, **(extra or {})})
     # normalization statistics from the train split only, so val/test stay unseen
     urls = [os.path.join(out_dir, entry.name) for entry in index.shards]
     index.feature_stats = stats_to_json(compute_feature_stats(urls, "per_dim", f"trimo-demo {name} train", split="train"))
@@ -90,7 +91,7 @@ def build_set(name: str, planner: Callable[[int], ClipPlan], count: int, out_dir
 def build_demo(out: str, size: str | CorpusSize = "default", seed: int = 0, video: bool = True,
                video_fps: float = 10.0, video_size: int = 128, video_body: str = "capsule",
                video_backend: str = "auto", workers: int = 2, maxcount: int | None = None,
-               progress: bool = True, command: str | None = None) -> list[SetSummary]:
+               progress: bool = True, command: str | None = None, moment_style: str = "context") -> list[SetSummary]:
     """Write both shard sets under `out`; returns their summaries.
 
     With an OpenGL video backend, call this from a process that has not rendered yet: workers are
@@ -104,8 +105,10 @@ def build_demo(out: str, size: str | CorpusSize = "default", seed: int = 0, vide
     return [
         build_set("retrieval", partial(plan_retrieval, seed=seed), corpus.retrieval, os.path.join(out, "retrieval"),
                   seed, video=video_args, workers=workers, maxcount=maxcount, progress=progress, command=command),
-        build_set("localization", partial(plan_localization, seed=seed, seconds=corpus.localization_seconds),
+        build_set("localization", partial(plan_localization, seed=seed, seconds=corpus.localization_seconds,
+                                          moment_style=moment_style),
                   corpus.localization, os.path.join(out, "localization"), seed, video=None, workers=workers,
-                  maxcount=max(4, maxcount // 4), progress=progress, command=command),
+                  maxcount=max(4, maxcount // 4), progress=progress, command=command,
+                  extra={"moments": moment_style} if moment_style == "context" else None),
     ]
 

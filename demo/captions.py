@@ -208,8 +208,10 @@ class Caption:
     events: list[str]
 
 
-def describe(events: list[tuple[str, dict[str, Any]]], rng: np.random.Generator) -> Caption:
-    """One caption of the events (name, params) in their order, with a random style."""
+def describe(events: list[tuple[str, dict[str, Any]]], rng: np.random.Generator, in_sequence: bool = False) -> Caption:
+    """One caption of the events (name, params) in their order, with a random style; `in_sequence`:
+    never "before"/"after", which describe_in_context keeps for a span of one event named by its
+    neighbour (so that "X after Y-ing" always means X alone in a corpus that has both)."""
     subject, his, pronoun = _pick(rng, SUBJECTS)
     phrases = [_pick(rng, phrase_options(name, params, rng)) for name, params in events]
     fin = [ph.finite(his) for ph in phrases]
@@ -218,8 +220,42 @@ def describe(events: list[tuple[str, dict[str, Any]]], rng: np.random.Generator)
     if n == 1:
         text = f"{subject} {fin[0]}"
     else:
-        style = _pick(rng, _STYLES_2 if n == 2 else _STYLES_N)
+        style = _pick(rng, _SEQUENCE_STYLES if in_sequence else _STYLES_2 if n == 2 else _STYLES_N)
         text = style(subject, pronoun, fin, ger, rng)
+    return _finish(text, subject, fin, rng)
+
+
+ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
+
+
+def describe_in_context(event: tuple[str, dict[str, Any]], rng: np.random.Generator, *,
+                        preceded_by: tuple[str, dict[str, Any]] | None = None,
+                        followed_by: tuple[str, dict[str, Any]] | None = None,
+                        occurrence: int | None = None) -> Caption:
+    """One caption of `event` that also says which of its repeats in a long motion is meant: by the
+    action just before it ("after turning left, a person jumps"), just after it ("a person jumps
+    before turning left") or by its `occurrence`, 1-based ("a person jumps for the second time").
+    Exactly one of the three. The caption's events are the sentences it names, context included,
+    in time order; the described span is `event` alone."""
+    if sum(x is not None for x in (preceded_by, followed_by, occurrence)) != 1:
+        raise ValueError("describe_in_context needs exactly one of preceded_by, followed_by, occurrence")
+    subject, his, pronoun = _pick(rng, SUBJECTS)
+    pairs = [p for p in (preceded_by, event, followed_by) if p is not None]
+    phrases = [_pick(rng, phrase_options(name, params, rng)) for name, params in pairs]
+    fin = [ph.finite(his) for ph in phrases]
+    ger = [ph.gerund(his) for ph in phrases]
+    if occurrence is not None:
+        fin[0] += " " + _pick(rng, ("for the {} time", "the {} time")).format(ORDINALS[occurrence - 1])
+        text = f"{subject} {fin[0]}"
+    elif preceded_by is not None:
+        text = _pick(rng, (_after, _after_lead))(subject, pronoun, fin, ger, rng)
+    else:
+        text = _before(subject, pronoun, fin, ger, rng)
+    return _finish(text, subject, fin, rng)
+
+
+def _finish(text: str, subject: str, fin: list[str], rng: np.random.Generator) -> Caption:
+    """Random final period and capital; the events as sentences with the subject as written."""
     if rng.random() < 0.7:
         text += "."
     if rng.random() < 0.3:
@@ -271,6 +307,7 @@ def _list(s, p, fin, ger, rng):
 
 
 _STYLES_N = (_then, _then, _sentences, _first_finally, _followed, _before, _list)
+_SEQUENCE_STYLES = tuple(s for s in _STYLES_N if s is not _before)
 _STYLES_2 = _STYLES_N + (_after, _after_lead)
 
 

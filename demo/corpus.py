@@ -7,6 +7,14 @@ Two sets:
   between them; `moments` holds one caption per event and some captions of two consecutive
   events (compound, with ordering words), each with its start/end in seconds (HumanML3D
   Restore-like); `texts` holds the same captions with their events.
+  Moment style "context" (the default), as in BABEL and HumanML3D-Restore: actions repeat inside
+  a clip (the same action and parameters again: about one event in four), and a caption of a
+  repeated action says which one it means, by its neighbour ("after turning left, a person
+  jumps", "... before turning left") or its rank ("... for the second time"); a third of the
+  one-off actions name a neighbour too. The span is the described action alone: "before" and
+  "after" always mean that here (compound captions use the other ordering words). Style
+  "isolated" is the corpus before that option, byte for byte: every action at most once (until
+  the primitives run out), captions that name only their span.
 
 Everything about clip i derives from (seed, set, i): its body, events, timing noise and captions,
 so any worker count gives the same samples. Splits come from a hash of the clip key alone.
@@ -21,13 +29,14 @@ how many.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from demo.body import FPS, Body, random_body
-from demo.captions import Caption, describe, normalize
+from demo.captions import ORDINALS, Caption, describe, describe_in_context, normalize
 from demo.compose import Event, perform
 from demo.primitives import PRIMITIVES
 from motion.importers.common import ImportedMotion
@@ -41,6 +50,9 @@ RETRIEVAL_MAX_FRAMES = 197  # <= 196 feature frames, the longest clip the field'
 RETRIEVAL_MIN_FRAMES = 41   # >= 40 feature frames (2 s), the shortest they keep
 EVENT_COUNTS, EVENT_COUNT_P = (1, 2, 3, 4), (0.35, 0.3, 0.2, 0.15)
 FILLER = "idle"  # pauses between localization events; not described by a moment
+MOMENT_STYLES = ("context", "isolated")
+REPEAT_P = 0.35   # context style: chance that an event repeats an earlier action of its clip
+CONTEXT_P = 0.3   # ... that the caption of a one-off action names a neighbour anyway
 
 
 @dataclass(frozen=True)
@@ -78,6 +90,15 @@ class Moment:
     first: int
     last: int
     captions: list[Caption] = field(default_factory=list)
+    context: int | None = None     # an event outside the span that the captions name (a neighbour)
+    occurrence: int | None = None  # or: which repeat of its action the span is (1-based)
+
+    @property
+    def kind(self) -> str:
+        """compound | neighbour | ordinal | plain (one event named by itself alone)."""
+        if self.last > self.first:
+            return "compound"
+        return "neighbour" if self.context is not None else "ordinal" if self.occurrence is not None else "plain"
 
 
 @dataclass
@@ -93,6 +114,7 @@ class ClipPlan:
     num_frames: int
     captions: list[Caption] = field(default_factory=list)  # retrieval: whole-clip paraphrases
     moments: list[Moment] = field(default_factory=list)     # localization
+    moment_style: str | None = None                          # localization: one of MOMENT_STYLES
 
 
 def _event(name: str, rng: np.random.Generator) -> Event:
@@ -140,7 +162,58 @@ def plan_retrieval(index: int, seed: int) -> ClipPlan:
     return ClipPlan(key, "retrieval", split_of(key), clip_seed, body.lengths, events, _chained_frames(lengths))
 
 
-def plan_localization(index: int, seed: int, seconds: tuple[float, float] = (10.0, 60.0)) -> ClipPlan:
+def _same_action(a: Event, b: Event) -> bool:
+    return a.name == b.name and a.params == b.params
+
+
+def _repeatable(events: list[Event], previous: str | None) -> list[Event]:
+    """Earlier described events whose action may come next (posture, no immediate repeat)."""
+    allowed = set(_next_names(previous, {FILLER}))
+    return [e for e in events if e.name in allowed]
+
+
+def _place_in_context(moment: Moment, events: list[Event], described: list[int], rng: np.random.Generator) -> bool:
+    """Decide how the captions of a one-event moment single it out among its action's repeats;
+    False when nothing can (more repeats than ordinal words and no telling neighbour)."""
+    i = moment.first
+    repeats = [j for j in described if _same_action(events[j], events[i])]
+    pos = described.index(i)
+
+    def singles_out(step: int) -> bool:  # the neighbour `step` away (in described order) names only i
+        k = pos + step
+        if not 0 <= k < len(described):
+            return False
+        for j in repeats:
+            other = described.index(j) + step
+            if j != i and 0 <= other < len(described) and _same_action(events[described[other]], events[described[k]]):
+                return False
+        return True
+
+    neighbours = [described[pos + step] for step in (-1, 1) if singles_out(step)]
+    rank = repeats.index(i) + 1
+    if len(repeats) > 1:
+        pick = int(rng.integers(len(neighbours) + (rank <= len(ORDINALS))))
+        if pick < len(neighbours):
+            moment.context = neighbours[pick]
+        elif rank <= len(ORDINALS):
+            moment.occurrence = rank
+        else:
+            return False
+    elif neighbours and rng.random() < CONTEXT_P:
+        moment.context = neighbours[int(rng.integers(len(neighbours)))]
+    return True
+
+
+def _pair_repeats(moment: Moment, events: list[Event], described: list[int]) -> bool:
+    """Whether the two actions of a compound moment happen in this order elsewhere in the clip too."""
+    return any(b == a + 1 and a != moment.first and _same_action(events[a], events[moment.first])
+               and _same_action(events[b], events[moment.last]) for a, b in zip(described, described[1:]))
+
+
+def plan_localization(index: int, seed: int, seconds: tuple[float, float] = (10.0, 60.0),
+                      moment_style: str = "context") -> ClipPlan:
+    if moment_style not in MOMENT_STYLES:
+        raise ValueError(f"moment_style must be one of {MOMENT_STYLES}, got {moment_style!r}")
     key = f"demo/localization/{index:06d}"
     clip_seed = (seed, 1, index)
     rng = np.random.default_rng(clip_seed)
@@ -152,10 +225,13 @@ def plan_localization(index: int, seed: int, seconds: tuple[float, float] = (10.
     while True:
         previous = events[-1].name if events else None
         if previous not in (None, FILLER, "sit_down") and rng.random() < 0.25:
-            names = [FILLER]
+            event = _event(str(rng.choice([FILLER])), rng)
+        elif moment_style == "context" and (again := _repeatable(events, previous)) and rng.random() < REPEAT_P:
+            earlier = again[int(rng.integers(len(again)))]
+            event = Event(earlier.name, dict(earlier.params), seed=int(rng.integers(2 ** 31)))
         else:
             names = _next_names(previous, used | {FILLER}) or _next_names(previous, {FILLER})
-        event = _event(str(rng.choice(names)), rng)
+            event = _event(str(rng.choice(names)), rng)
         length = _event_length(event, body)
         frames = _chained_frames(lengths + [length])
         if frames > seconds[1] * FPS and events:
@@ -167,23 +243,41 @@ def plan_localization(index: int, seed: int, seconds: tuple[float, float] = (10.
             break
     described = [i for i, e in enumerate(events) if e.name != FILLER]
     moments = [Moment(i, i) for i in described]
-    for a, b in zip(described, described[1:]):
-        if b == a + 1 and rng.random() < 0.35:  # consecutive described events, told in one compound caption
-            moments.append(Moment(a, b))
+    compound = [Moment(a, b) for a, b in zip(described, described[1:])
+                if b == a + 1 and rng.random() < 0.35]  # consecutive described events, told in one caption
+    moments += compound
+    if moment_style == "context":  # moments that cannot be singled out are dropped
+        moments = [m for m in moments[:len(described)] if _place_in_context(m, events, described, rng)]
+        moments += [m for m in compound if not _pair_repeats(m, events, described)]
     moments.sort(key=lambda m: (m.first, m.last))
     return ClipPlan(key, "localization", split_of(key), clip_seed, body.lengths, events,
-                    _chained_frames(lengths), moments=moments)
+                    _chained_frames(lengths), moments=moments, moment_style=moment_style)
 
 
 # ----------------------------------------------------------------------------- captions
 
-def _draw_captions(events: list[Event], rng: np.random.Generator, count: int, taken: list[set[str]],
-                   tries: int) -> list[Caption]:
-    """Up to `count` distinct captions of `events` whose normalized text is in none of `taken`."""
+def _describer(events: list[Event], moment: Moment | None = None, in_sequence: bool = False
+               ) -> Callable[[np.random.Generator], Caption]:
+    """rng -> one caption: of the whole clip (retrieval) or of a localization moment (`in_sequence`:
+    a compound told without "before"/"after", which mean a neighbour in the context style)."""
+    if moment is None or (moment.context is None and moment.occurrence is None):
+        first, last = (0, len(events) - 1) if moment is None else (moment.first, moment.last)
+        pairs = [(e.name, e.params) for e in events[first:last + 1]]
+        return lambda rng: describe(pairs, rng, in_sequence=in_sequence)
+    target = (events[moment.first].name, events[moment.first].params)
+    context = None if moment.context is None else (events[moment.context].name, events[moment.context].params)
+    side = {"occurrence": moment.occurrence}
+    if context is not None:
+        side = {"preceded_by": context} if moment.context < moment.first else {"followed_by": context}
+    return lambda rng: describe_in_context(target, rng, **side)
+
+
+def _draw_captions(describe_one: Callable[[np.random.Generator], Caption], rng: np.random.Generator, count: int,
+                   taken: list[set[str]], tries: int) -> list[Caption]:
+    """Up to `count` distinct captions from `describe_one` whose normalized text is in none of `taken`."""
     chosen: dict[str, Caption] = {}
-    pairs = [(e.name, e.params) for e in events]
     for _ in range(tries):
-        caption = describe(pairs, rng)
+        caption = describe_one(rng)
         norm = normalize(caption.text)
         if norm not in chosen and not any(norm in t for t in taken):
             chosen[norm] = caption
@@ -207,12 +301,13 @@ def assign_captions(plans: list[ClipPlan], seed: int) -> tuple[list[ClipPlan], d
         rng = np.random.default_rng((seed, 2, plan.seed[1], plan.seed[2]))
         tries = 12 if plan.split == "train" else 60
         if plan.kind == "retrieval":
-            plan.captions = _draw_captions(plan.events, rng, int(rng.integers(3, 6)), taken, tries)
+            plan.captions = _draw_captions(_describer(plan.events), rng, int(rng.integers(3, 6)), taken, tries)
             texts = plan.captions
             keep[i] = bool(texts)
         else:
             for moment in plan.moments:
-                moment.captions = _draw_captions(plan.events[moment.first:moment.last + 1], rng, 2, taken, tries)
+                describe_one = _describer(plan.events, moment, in_sequence=plan.moment_style == "context")
+                moment.captions = _draw_captions(describe_one, rng, 2, taken, tries)
             dropped["moments"] += sum(not m.captions for m in plan.moments)
             plan.moments = [m for m in plan.moments if m.captions]
             texts = [c for m in plan.moments for c in m.captions]
@@ -245,13 +340,18 @@ def render_sample(plan: ClipPlan, video: dict[str, Any] | None = None) -> dict[s
         "source": plan.key, "generator": {"version": GENERATOR_VERSION, "seed": list(plan.seed)},
         "body_height_scale": round(float(body.leg / 0.82), 4), "actions": actions,
     }
+    if plan.moment_style == "context":  # (the isolated style writes the meta it always wrote)
+        meta["generator"]["moments"] = plan.moment_style
     if plan.kind == "retrieval":
         meta["texts"] = [{"text": c.text, "events": c.events, "start": None, "end": None} for c in plan.captions]
     else:
         meta["texts"], meta["moments"] = [], []
         for m in plan.moments:
             start, end = actions[m.first]["start"], actions[m.last]["end"]
-            meta["moments"].append({"text": m.captions[0].text, "start": start, "end": end})
+            moment = {"text": m.captions[0].text, "start": start, "end": end}
+            if plan.moment_style == "context":   # evaluation reports each kind of query apart
+                moment["kind"] = m.kind
+            meta["moments"].append(moment)
             meta["texts"].extend({"text": c.text, "events": c.events, "start": start, "end": end} for c in m.captions)
     sample = {"key": plan.key, "motion": motion, "joints": canonical.astype(np.float32), "meta": meta}
     if video is not None:

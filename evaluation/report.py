@@ -69,6 +69,11 @@ def markdown_report(report: dict[str, Any]) -> str:
         rows = [[method, protocol] + [loc[method][protocol][k] for k in keys]
                 for method in ("model", "pyramid") if method in loc for protocol in ("normal", "assigned")]
         parts.append(_table(["method", "protocol"] + keys, rows))
+        if loc.get("by_kind"):
+            parts.append("\nBy query kind (Normal protocol):\n\n")
+            rows = [[method, kind, scores["queries"]] + [scores[k] for k in keys]
+                    for method, kinds in loc["by_kind"].items() for kind, scores in kinds.items()]
+            parts.append(_table(["method", "kind", "queries"] + keys, rows))
     corpus = report.get("corpus")
     if corpus:
         parts.append(f"\n## Corpus moment retrieval (k = {corpus['k']}, lambda = {corpus['lambda']})\n\n")

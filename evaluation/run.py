@@ -240,7 +240,7 @@ def evaluate_localization(enc: Encoder, data: LocalizationSet, sentence_emb: np.
                                                        top_k=1, curves=True)
             if main:
                 pred = np.array([[p["start_s"], p["end_s"]] for p in preds], dtype=np.float64)
-                out["model"] = M.localization_protocols(pred, gt, motion_ids, sentence_emb, opts.assigned_threshold)
+                _score_localization(out, "model", pred, gt, motion_ids, sentence_emb, data.kinds, opts)
     segments = Segments(enc, data)
     corpus = has_head and opts.corpus
     if opts.pyramid:
@@ -253,10 +253,22 @@ def evaluate_localization(enc: Encoder, data: LocalizationSet, sentence_emb: np.
         if main:
             with clock("pyramid: score"):
                 pred = pyramid_predictions(data, windows, segments, query_emb)
-                out["pyramid"] = M.localization_protocols(pred, gt, motion_ids, sentence_emb, opts.assigned_threshold)
+                _score_localization(out, "pyramid", pred, gt, motion_ids, sentence_emb, data.kinds, opts)
     if corpus:
         out["_corpus"] = evaluate_corpus(enc, data, opts, query_emb, snippets, tokens, segments, clock)
     return out
+
+
+def _score_localization(out: dict, method: str, pred: np.ndarray, gt: np.ndarray, motion_ids: list[str],
+                        sentence_emb: np.ndarray | None, kinds: list[str | None], opts: EvalOptions) -> None:
+    """out[method] = both protocols over every query; out["by_kind"][method][kind] = the Normal
+    protocol over the queries of each kind (meta.moments[].kind, where the shards label them)."""
+    out[method] = M.localization_protocols(pred, gt, motion_ids, sentence_emb, opts.assigned_threshold)
+    labels = np.array([k or "" for k in kinds], dtype=object)
+    for kind in sorted(set(labels) - {""}):
+        sel = labels == kind
+        scores = M.iou_metrics(M.temporal_iou(pred[sel], gt[sel]))
+        out.setdefault("by_kind", {}).setdefault(method, {})[kind] = dict(scores, queries=int(sel.sum()))
 
 
 def pyramid_predictions(data: LocalizationSet, windows: list[np.ndarray], segments: Segments,

@@ -48,6 +48,7 @@ class LocalizationSet:
     texts: list[str] = field(default_factory=list)
     motion: list[int] = field(default_factory=list)
     spans: list[tuple[float, float]] = field(default_factory=list)
+    kinds: list[str | None] = field(default_factory=list)   # meta.moments[].kind, None where absent
     skipped: dict[str, int] = field(default_factory=dict)
     index: ShardIndex | None = None     # the shard set's index (motion_features, statistics)
 
@@ -116,7 +117,7 @@ def read_localization_set(shards: str, *, min_frames: int | None = None, max_fra
                            crop_to_caption=False):
         fps = float(s["meta"]["fps"])
         offset, duration = s["span"][0] / fps, len(s["motion"]) / fps
-        queries = [(m["text"], *inside) for m in s["moments"] if m["text"].strip()
+        queries = [(m["text"], *inside, m.get("kind")) for m in s["moments"] if m["text"].strip()
                    and (inside := moment_in_crop(m, offset, duration, fps)) is not None]
         if not queries:
             out.skipped["no_moment"] = out.skipped.get("no_moment", 0) + 1
@@ -126,10 +127,11 @@ def read_localization_set(shards: str, *, min_frames: int | None = None, max_fra
         out.motions.append(s["motion"])
         out.fps.append(fps)
         out.joints.append(s.get("joints"))
-        for text, start, end in queries:
+        for text, start, end, kind in queries:
             out.texts.append(text)
             out.motion.append(index)
             out.spans.append((start, end))
+            out.kinds.append(kind)
     if not out.texts:
         raise ValueError(f"{shards}: no localization query; localization shards need "
                          "meta.moments [{text, start, end}]")

@@ -59,10 +59,12 @@ export TOKENIZERS_PARALLELISM=false
 cd "$ROOT"
 
 # ensure_demo DIR SIZE: the demo corpus in DIR, built unless both of its shard sets are ones this
-# trimo reads (an index of an older schema version is rebuilt, never trained on).
+# trimo reads (an index of an older schema version is rebuilt, never trained on) and the
+# localization set has the default moment style ("context"; an older "isolated" set is rebuilt).
 ensure_demo() {
     local data="$1" size="$2"
-    if python -c "import sys; from shards.reader import load_index; [load_index(p) for p in sys.argv[1:]]" \
+    if python -c "import sys; from shards.reader import load_index; indices = [load_index(p) for p in sys.argv[1:]]
+assert indices[1].extra.get('moments') == 'context'" \
         "$data/retrieval/shards.json" "$data/localization/shards.json" 2>/dev/null; then
         echo "[trimo] reusing $data (delete it to rebuild)"
     else

@@ -2,8 +2,11 @@
 
 H^(l+1) = BN(tanh(A H^(l) W^(l))), L layers, then a mean over joints gives one vector per frame
 (MLP eq. 1). A is the binary bone adjacency; we add self-loops (A + I) so that a joint keeps its
-own features through the product, which the binary bone graph alone would drop. Batch norm
-statistics come from real (unpadded) frames only.
+own features through the product, which the binary bone graph alone would drop. The input H^(0)
+is batch-normalized per joint and channel first (as the S-Enc of MLP's authors and ST-GCN do):
+the raw per-joint features differ in scale by 10-100x (velocities ~0.01, positions ~1, a long
+take's integrated root position tens of metres). Batch norm statistics come from real (unpadded)
+frames only.
 """
 from __future__ import annotations
 
@@ -55,6 +58,7 @@ class SpatialGCN(nn.Module):
         if n_layers < 1:
             raise ValueError(f"the spatial GCN needs at least one layer, got {n_layers}")
         self.register_buffer("adjacency", adjacency.float(), persistent=False)
+        self.input_norm = Float32BatchNorm1d(adjacency.shape[0] * in_dim)
         dims = [in_dim] + [dim] * n_layers
         self.weights = nn.ModuleList(nn.Linear(a, b, bias=False) for a, b in zip(dims[:-1], dims[1:]))
         self.norms = nn.ModuleList(Float32BatchNorm1d(dim) for _ in range(n_layers))
@@ -63,7 +67,8 @@ class SpatialGCN(nn.Module):
         b, t, j, _ = joints.shape
         if j != self.adjacency.shape[0]:
             raise ValueError(f"the GCN was built for {self.adjacency.shape[0]} joints, the input has {j}")
-        h = joints[mask.bool()].to(self.weights[0].weight.dtype)  # (N_real_frames, J, d_p)
+        h = joints[mask.bool()]                                    # (N_real_frames, J, d_p)
+        h = self.input_norm(h.flatten(1)).view_as(h).to(self.weights[0].weight.dtype)
         for weight, norm in zip(self.weights, self.norms):
             h = torch.tanh(torch.matmul(self.adjacency.to(h.dtype), weight(h)))   # A H W
             h = norm(h.transpose(1, 2)).transpose(1, 2)            # BN over channels

@@ -7,7 +7,10 @@ joints of every frame) replaces the linear input path.
 The encoder holds the model's one copy of the feature statistics (the retrieval shard set's mean/std,
 buffers saved with every checkpoint and export; set them with `set_feature_stats`): `normalize` maps
 raw features to the normalized ones the encoder reads, and the S-Enc, which needs the per-joint 12-d
-representation of raw features, un-normalizes with the same buffers.
+representation of raw features, un-normalizes with the same buffers (`joint12`). A caller that
+pools frames into snippets passes the S-Enc the pooled per-frame joint features (`joints`): root
+rotation and position are integrated from velocities, and integrating snippet means instead of
+frames would shrink the trajectory by frames per snippet.
 """
 from __future__ import annotations
 
@@ -69,12 +72,18 @@ class MotionEncoder(nn.Module):
         """Raw features -> normalized, in float32 (the encoder casts to its weights' dtype)."""
         return (motion.float() - self.feat_mean.float()) / self.feat_std.float()
 
-    def forward(self, motion: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """motion (B, T, 263) normalized, mask (B, T) True = real frame -> ((B, T, d), (B, d))."""
+    def joint12(self, motion: torch.Tensor) -> torch.Tensor:
+        """Normalized features (B, T, 263) -> the S-Enc's per-joint view of the raw ones (B, T, 22, 12),
+        in float32 whatever the weights' dtype."""
+        return self.joint12_fn(motion.float() * self.feat_std.float() + self.feat_mean.float())
+
+    def forward(self, motion: torch.Tensor, mask: torch.Tensor, joints: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """motion (B, T, 263) normalized, mask (B, T) True = real frame -> ((B, T, d), (B, d)).
+        With the S-Enc, `joints` (B, T, 22, 12) replaces `joint12(motion)` (pooled snippets)."""
         if motion.shape[-1] != self.cfg.n_feats:
             raise ValueError(f"motion has {motion.shape[-1]} features per frame, the encoder expects {self.cfg.n_feats}")
         x = motion
-        if self.gcn is not None:   # kinematics in float32 whatever the weights' dtype
-            raw = motion.float() * self.feat_std.float() + self.feat_mean.float()
-            x = self.gcn(self.joint12_fn(raw), mask)                  # joints (B, T, 22, 12)
+        if self.gcn is not None:
+            x = self.gcn(self.joint12(motion) if joints is None else joints, mask)
         return self.transformer(x, mask)

@@ -58,9 +58,10 @@ class RetrievalModel(nn.Module):
     def set_feature_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         self.motion_encoder.set_feature_stats(mean, std)
 
-    def encode_motion(self, motion: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (frame features (B, T, d), embedding (B, d))."""
-        return self.motion_encoder(motion, mask)
+    def encode_motion(self, motion: torch.Tensor, mask: torch.Tensor, joints: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (frame features (B, T, d), embedding (B, d)); `joints`: see MotionEncoder.forward."""
+        return self.motion_encoder(motion, mask, joints)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (token features (B, L, d), embedding (B, d))."""

@@ -117,8 +117,13 @@ class TrimoModel(nn.Module):
         return snippets, mask, tokens
 
     def _encode_snippets(self, motion: torch.Tensor, motion_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pooled, mask = pool_snippets(self.normalize(motion), motion_mask, self.cfg.localization.num_snippets)
-        return self.retrieval.encode_motion(pooled, mask)[0], mask
+        motion, snippets = self.normalize(motion), self.cfg.localization.num_snippets
+        pooled, mask = pool_snippets(motion, motion_mask, snippets)
+        joints, encoder = None, self.retrieval.motion_encoder
+        if encoder.gcn is not None:   # the S-Enc's kinematics from frames, then pooled like the features
+            frames = encoder.joint12(motion)
+            joints = pool_snippets(frames.flatten(2), motion_mask, snippets)[0].unflatten(2, frames.shape[2:])
+        return self.retrieval.encode_motion(pooled, mask, joints)[0], mask
 
     def _localize_inputs(self, batch: dict) -> dict[str, torch.Tensor]:
         if self.localization is None:

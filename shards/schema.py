@@ -16,8 +16,9 @@ ignored by the reader and never decoded, so pickles such as `.pyd` / `.pickle` a
              start/end in seconds inside this clip; null (or 0/0) means the whole clip;
              events: the caption's event sentences in temporal order ("a person walks
              forward"), null when not decomposed (then no chronological negative is made),
-      moments (localization samples only): [{text: str, start: float, end: float}, ...] inside
-             the untrimmed motion.
+      moments (localization samples only): [{text: str, start: float, end: float, kind?: str}, ...] inside
+             the untrimmed motion; the optional kind labels the query's form (the demo corpus:
+             plain, compound, neighbour, ordinal) and evaluation reports each kind apart.
   Keys: letters, digits, `_`, `-` and `/` (no dots: WebDataset splits the member name at the
   first dot); mirrored clips carry an `M` prefix on the last path part.
 

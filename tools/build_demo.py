@@ -3,9 +3,11 @@
     python tools/build_demo.py --out data/demo [--size tiny|small|default|large] [--seed 0]
                                [--no-video] [--workers 2] [--video-fps 10] [--video-size 128]
                                [--video-body capsule|stick] [--video-backend auto|egl|numpy]
+                               [--moments context|isolated]
 
 Writes `<out>/retrieval/` (short captioned clips of 1-4 events, with videos of a capsule body) and
-`<out>/localization/` (untrimmed 10-60 s clips with captioned moments), each a set of WebDataset
+`<out>/localization/` (untrimmed 10-60 s clips with captioned moments; actions repeat and captions
+say which one they mean, unless --moments isolated), each a set of WebDataset
 shards with its `shards.json`. Sizes (retrieval / localization clips): tiny 24 / 4 (for tests),
 small 400 / 40, default 3000 / 300, large 20000 / 2000; about 84 / 8 / 8 % train / val / test.
 The same seed gives byte-identical shard files for any worker count.
@@ -18,7 +20,7 @@ import sys
 import time
 
 from demo.build import build_demo
-from demo.corpus import SIZES
+from demo.corpus import MOMENT_STYLES, SIZES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="what the video shows (default: %(default)s)")
     ap.add_argument("--video-backend", choices=("auto", "egl", "numpy"), default="auto",
                     help="renderer: OpenGL on EGL, NumPy, or EGL when it works (default: %(default)s)")
+    ap.add_argument("--moments", choices=MOMENT_STYLES, default="context",
+                    help="localization captions: 'context' (default): actions repeat inside a clip and a caption says "
+                         "which one it means ('after turning left, a person jumps', '... for the second time'); "
+                         "'isolated': every action once, captions name only their span (the corpus before "
+                         "this option, byte for byte)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
     if args.workers < 0:
@@ -43,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(shlex.quote(a) for a in ["tools/build_demo.py", *(sys.argv[1:] if argv is None else argv)])
     summaries = build_demo(args.out, args.size, args.seed, video=not args.no_video, video_fps=args.video_fps,
                            video_size=args.video_size, video_body=args.video_body, video_backend=args.video_backend,
-                           workers=args.workers, progress=not args.quiet, command=command)
+                           workers=args.workers, progress=not args.quiet, command=command, moment_style=args.moments)
     for s in summaries:
         splits = ", ".join(f"{k} {v}" for k, v in sorted(s.clips.items()))
         extra = f", {s.moments} moments" if s.moments else ""

@@ -112,6 +112,30 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Tr
     return model.to(device).eval(), tokenizer, cfg
 
 
+def initialize_from(model: TrimoModel, path: str | Path) -> tuple[int, list[str]]:
+    """Copy into `model` every tensor of the model at `path` (what load_model reads) with the same
+    name and shape: the encoders of a retrieval model, with the feature statistics they were
+    trained with, under a new localization head. Returns (tensors copied, names left as they
+    were). Stops on a shared name with another shape, or on another motion-feature definition."""
+    source, _, source_cfg = load_model(path)
+    theirs, mine = source.state_dict(), model.state_dict()
+    features = (source_cfg.model.motion_features, model.cfg.motion_features)
+    if features[0] and features[1] and features[0] != features[1]:
+        raise ValueError(f"run.init_from={path} reads {features[0]!r} motion features, this run's data "
+                         f"{features[1]!r}; start from a model trained on this feature definition")
+    other = [k for k in theirs if k in mine and theirs[k].shape != mine[k].shape]
+    if other:
+        k = other[0]
+        raise ValueError(f"run.init_from={path}: {len(other)} tensors have another shape here, e.g. {k} "
+                         f"{tuple(theirs[k].shape)} there vs {tuple(mine[k].shape)} here; give this run the "
+                         "source's encoder sizes (its config.yaml)")
+    shared = {k: v for k, v in theirs.items() if k in mine}
+    if not shared:
+        raise ValueError(f"run.init_from={path} shares no tensor name with this model")
+    model.load_state_dict(shared, strict=False)
+    return len(shared), sorted(set(mine) - set(shared))
+
+
 def _load_export(path: Path, device: str | torch.device) -> tuple[TrimoModel, object, ExperimentConfig]:
     from transformers import AutoTokenizer, CLIPVisionConfig, CLIPVisionModel
 

@@ -127,6 +127,7 @@ class Trainer:
     def __init__(self, cfg: ExperimentConfig, resume: str | None = None, callback: Callback | None = None):
         """Build everything on this rank; `resume`: latest | best | a checkpoint directory."""
         from trainer.build import agree_on_motion_features, build_datasets, build_model
+        from trainer.export import initialize_from
 
         self.cfg = cfg
         self.callback = callback or Callback()
@@ -159,6 +160,11 @@ class Trainer:
         elif acc.is_main_process:
             print(f"[trimo] warning: {datasets[self.tasks[0]].index.location} has no feature statistics; motion "
                   "is not normalized (write them with tools/shard_stats.py)", flush=True)
+        if cfg.run.init_from:   # after the data's statistics: copied encoders bring the ones they learned with
+            copied, fresh = initialize_from(self.model, cfg.run.init_from)
+            if acc.is_main_process:
+                print(f"[trimo] {copied} tensors from {cfg.run.init_from}; {len(fresh)} start fresh"
+                      + (f" ({', '.join(sorted({k.split('.')[0] for k in fresh}))})" if fresh else ""), flush=True)
         self.embedder = None
         if cfg.data.caption_embedder == "minilm" and "retrieval" in self.tasks:
             with whole_weights():   # the frozen MiniLM stays whole on every rank

@@ -100,6 +100,9 @@ def test_localization_samples_have_moments_inside_long_motions(tiny):
         assert {(t["start"], t["end"]) for t in meta["texts"]} == set(times)
         actions = meta["actions"]
         assert actions[0]["start"] == 0 and all(x["end"] == y["start"] for x, y in zip(actions, actions[1:]))
+        assert meta["generator"]["moments"] == "context"
+        assert {m["kind"] for m in meta["moments"]} <= {"plain", "compound", "neighbour", "ordinal"}
+    assert index.extra["moments"] == "context"   # what launch/setup_env.sh's ensure_demo checks
 
 
 def test_the_reader_batches_demo_clips_with_video(tiny):

@@ -1,11 +1,12 @@
 """Demo captions: templates per primitive, modifiers, ordering words that decompose recovers, and splits
 without clip or caption leakage."""
+import re
 from collections import Counter
 
 import numpy as np
 import pytest
 
-from demo.captions import Phrase, describe, normalize, phrase_options
+from demo.captions import ORDINALS, Phrase, describe, normalize, phrase_options
 from demo.corpus import SPLIT_PERCENT, SPLITS, assign_captions, plan_localization, plan_retrieval, split_of
 from demo.primitives import PRIMITIVES
 from motion.events import decompose
@@ -124,20 +125,74 @@ def test_no_clip_or_caption_leakage_between_splits():
         assert plan.split == split_of(plan.key)
 
 
-def test_localization_moments_captions_and_leakage():
-    plans = [plan_localization(i, 0, seconds=(10.0, 14.0)) for i in range(40)]
+@pytest.mark.parametrize("style", ["context", "isolated"])
+def test_localization_moments_captions_and_leakage(style):
+    plans = [plan_localization(i, 0, seconds=(10.0, 14.0), moment_style=style) for i in range(40)]
     kept, _ = assign_captions(plans, 0)
     captions = {s: set() for s in SPLITS}
     for plan in kept:
         assert plan.moments
         for moment in plan.moments:
             assert moment.captions
+            named = moment.last - moment.first + 1 + (moment.context is not None)
             for caption in moment.captions:
-                assert len(caption.events) == moment.last - moment.first + 1
+                assert len(caption.events) == named
                 assert decompose(caption.text).sentences == caption.events
                 captions[plan.split].add(normalize(caption.text))
     assert not captions["train"] & (captions["val"] | captions["test"])
     assert any(m.last > m.first for p in kept for m in p.moments)  # compound moments exist
+
+
+def _action(event):
+    return event.name, str(event.params)
+
+
+def test_context_moments_repeat_actions_and_say_which_one_they_mean():
+    """Brute force over each clip: a moment's caption names exactly one event of the clip."""
+    plans, _ = assign_captions([plan_localization(i, 3, seconds=(20.0, 40.0)) for i in range(60)], 3)
+    kinds = Counter()
+    for plan in plans:
+        described = [i for i, e in enumerate(plan.events) if e.name != "idle"]
+        actions = [_action(plan.events[i]) for i in described]
+        for moment in plan.moments:
+            if moment.last > moment.first:   # a compound: its ordered pair of actions happens once
+                pair = (_action(plan.events[moment.first]), _action(plan.events[moment.last]))
+                assert list(zip(actions, actions[1:])).count(pair) == 1
+                # "before"/"after" (not "after that") are kept for one-event spans named by a neighbour
+                assert not any(re.search(r"\bbefore\b|\bafter\b(?! that)", normalize(c.text)) for c in moment.captions)
+                kinds["compound"] += 1
+                continue
+            target = _action(plan.events[moment.first])
+            rank = [i for i in described if _action(plan.events[i]) == target].index(moment.first) + 1
+            if moment.occurrence is not None:
+                assert moment.occurrence == rank
+                assert all(ORDINALS[rank - 1] in c.text.split() for c in moment.captions)
+                kinds["ordinal"] += 1
+            elif moment.context is not None:
+                step = described.index(moment.context) - described.index(moment.first)
+                assert step in (-1, 1)   # the nearest described neighbour (pauses between are allowed)
+                context = actions[described.index(moment.context)]
+                matches = [k for k in range(len(described)) if actions[k] == target
+                           and 0 <= k + step < len(described) and actions[k + step] == context]
+                assert matches == [described.index(moment.first)]
+                for caption in moment.captions:   # the context's sentence sits on its side in time order
+                    assert ("after" if step < 0 else "before") in normalize(caption.text).split()
+                kinds["neighbour"] += 1
+            else:
+                assert actions.count(target) == 1, "a repeated action needs a caption that says which"
+                kinds["plain"] += 1
+    repeated = sum(len(p.events) - len({_action(e) for e in p.events if e.name != "idle"})
+                   - sum(e.name == "idle" for e in p.events) for p in plans)
+    assert repeated > 0.15 * sum(len(p.events) for p in plans)
+    assert min(kinds.values()) > 20 and set(kinds) == {"compound", "ordinal", "neighbour", "plain"}, kinds
+
+
+def test_isolated_moments_name_only_their_span():
+    plans, _ = assign_captions([plan_localization(i, 3, seconds=(20.0, 40.0), moment_style="isolated")
+                                for i in range(20)], 3)
+    assert all(m.context is None and m.occurrence is None for p in plans for m in p.moments)
+    with pytest.raises(ValueError, match="moment_style"):
+        plan_localization(0, 0, moment_style="babel")
 
 
 def test_normalize():

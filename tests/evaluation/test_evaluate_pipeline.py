@@ -63,11 +63,11 @@ def shard_sets(tmp_path_factory):
                  for i, c in enumerate(CAPTIONS)]
     write_shards(retrieval, str(root / "ret"), maxcount=3, command="test")
     loc = [
-        _sample("loc/000", 160, 10, [], [{"text": "a person walks forward", "start": 0.5, "end": 3.0},
-                                         {"text": "a person walks forward", "start": 5.0, "end": 7.5},
-                                         {"text": "someone sits down", "start": 3.0, "end": 5.0}]),
+        _sample("loc/000", 160, 10, [], [{"text": "a person walks forward", "start": 0.5, "end": 3.0, "kind": "plain"},
+                                         {"text": "a person walks forward", "start": 5.0, "end": 7.5, "kind": "plain"},
+                                         {"text": "someone sits down", "start": 3.0, "end": 5.0, "kind": "compound"}]),
         _sample("loc/001", 120, 11, [], [{"text": "someone jumps twice", "start": 1.0, "end": 2.5},
-                                         {"text": "the person waves", "start": 3.0, "end": 6.0}]),
+                                         {"text": "the person waves", "start": 3.0, "end": 6.0, "kind": "plain"}]),
         _sample("loc/002", 90, 12, [], [{"text": "a person turns around", "start": 0.0, "end": 4.5}]),
     ]
     write_shards(loc, str(root / "loc"), maxcount=2, command="test")
@@ -190,8 +190,14 @@ def test_full_report_matches_direct_recomputation(model, tokenizer, shard_sets, 
                          "duration_s": duration}, "localize")
         span = decode_moments(out["p_start"], out["p_end"], out["snippet_mask"], duration, 1)
         preds.append([float(span["start_s"][0]), float(span["end_s"][0])])
-    direct = M.iou_metrics(M.temporal_iou(np.array(preds), np.array(localization.spans)))
-    assert loc["model"]["normal"] == pytest.approx(direct)
+    ious = M.temporal_iou(np.array(preds), np.array(localization.spans))
+    assert loc["model"]["normal"] == pytest.approx(M.iou_metrics(ious))
+    # each labelled kind apart (meta.moments[].kind), unlabelled queries in none
+    assert localization.kinds == ["plain", "plain", "compound", None, "plain", None]
+    by_kind = loc["by_kind"]["model"]
+    assert set(by_kind) == {"plain", "compound"} and set(loc["by_kind"]) == {"model", "pyramid"}
+    for kind, rows in (("plain", [0, 1, 4]), ("compound", [2])):
+        assert by_kind[kind] == pytest.approx(dict(M.iou_metrics(ious[rows]), queries=len(rows)))
     assert loc["model"]["assigned"]["mIoU"] >= loc["model"]["normal"]["mIoU"]   # query 0/1 share a text
     assert set(loc["pyramid"]) == {"normal", "assigned"}
     for method in ("model", "pyramid"):

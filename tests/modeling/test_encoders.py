@@ -81,16 +81,18 @@ def test_adjacency_from_parents_is_the_bone_graph_with_self_loops():
 
 
 def test_gcn_layer_equals_direct_formula_on_real_frames():
-    """H^(l+1) = BN(tanh(A H W)) with batch statistics from real frames only, mean over joints."""
+    """H^(0) batch-normalized per joint and channel, H^(l+1) = BN(tanh(A H W)), batch statistics
+    from real frames only, mean over joints."""
     from motion.skeleton import PARENTS
 
     torch.manual_seed(0)
     adj = skeleton_adjacency(list(PARENTS))
     gcn = SpatialGCN(12, 8, 2, adj).train()
-    x = torch.randn(2, 5, 22, 12)
+    x = torch.randn(2, 5, 22, 12) * torch.logspace(-2, 1, 12) + 3.0   # channels of very different scales
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
     out = gcn(x, mask)
     h = x[mask]
+    h = (h - h.mean(0)) / torch.sqrt(h.var(0, unbiased=False) + gcn.input_norm.eps)   # affine starts at 1, 0
     for weight, norm in zip(gcn.weights, gcn.norms):
         h = torch.tanh(adj @ h @ weight.weight.T)
         mean = h.mean(dim=(0, 1))

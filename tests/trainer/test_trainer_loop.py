@@ -171,3 +171,28 @@ def test_one_feature_definition_per_run_recorded_in_the_export(data, capsys, tmp
     assert main([*base, f"run.output_dir={tmp_path / 'run'}"]) == 0
     exported = load_run_config(ExperimentConfig, tmp_path / "run" / "export")
     assert exported.model.motion_features == "trimo"
+
+
+def test_init_from_starts_a_localization_run_on_a_retrieval_models_encoders(data, tmp_path):
+    """run.init_from: every tensor the trained model shares (encoders and their feature statistics)
+    starts the new run as trained; only the new localization head starts fresh. Another encoder
+    size stops with the tensor named."""
+    from configs.schema import load_experiment
+    from trainer.export import load_model
+    from trainer.loop import Trainer
+
+    root, overrides = data
+    tiny = REPO / "configs" / "tiny_test.yaml"
+    assert main(["--config", str(tiny), *overrides, f"run.output_dir={tmp_path / 'ret'}", "run.max_steps=2",
+                 "model.use_localization=false"]) == 0
+    source = load_model(tmp_path / "ret" / "export")[0].state_dict()
+    localize = [*overrides, "model.use_retrieval=false", f"run.init_from={tmp_path / 'ret' / 'export'}", "run.max_steps=1"]
+    trainer = Trainer(load_experiment([tiny], [*localize, f"run.output_dir={tmp_path / 'loc'}"]))
+    mine = trainer.model.state_dict()
+    assert all(torch.equal(mine[k], v) for k, v in source.items())
+    assert not torch.equal(source["retrieval.motion_encoder.feat_std"], torch.ones_like(source["retrieval.motion_encoder.feat_std"]))
+    fresh = set(mine) - set(source)
+    assert fresh and all(k.startswith("localization.") for k in fresh)
+    with pytest.raises(ValueError, match=r"another shape here, e.g. retrieval\..*config.yaml"):
+        Trainer(load_experiment([tiny], [*localize, f"run.output_dir={tmp_path / 'other'}",
+                                         "model.retrieval.motion.ff_dim=24"]))

@@ -160,6 +160,45 @@ def test_localization_encodes_snippet_means_not_frames(tiny_model):
     torch.testing.assert_close(out["p_end"], ref["p_end"])
 
 
+def test_spatial_encoder_reads_snippet_means_of_per_frame_joints(tmp_path):
+    """MLP's S-Enc on snippets: each snippet's joint features are the mean of its frames' joint
+    features (root rotation and position integrated over frames, not over snippet means),
+    checked frame by frame against motion.features on the raw motion."""
+    from fixtures import trainer_fixtures
+    from modeling.trimo_model import TrimoModel
+    from motion.features import features_to_joint12
+
+    backbone = trainer_fixtures.write_text_backbone(tmp_path / "bb")
+    cfg = load_experiment([REPO / "configs" / "tiny_test.yaml"],
+                          ["data.retrieval.index=x", "data.localization.index=y", f"model.retrieval.text.backbone={backbone}",
+                           "model.localization.variant=mlp", "model.retrieval.motion.use_gcn=true"])
+    model = TrimoModel(cfg.model).eval()
+    mean, std = torch.linspace(-1, 1, 263) * 0.1, torch.linspace(0.5, 2, 263) * 0.1
+    model.set_feature_stats(mean, std)
+    s = cfg.model.localization.num_snippets
+    g = torch.Generator().manual_seed(0)
+    lengths = [3 * s + 5, s - 2]
+    raw = torch.randn(2, max(lengths), 263, generator=g) * 0.1 + 0.05   # a steady drift: the root travels
+    mask = torch.arange(raw.shape[1])[None] < torch.tensor(lengths)[:, None]
+    ids = torch.randint(5, 90, (2, 6), generator=g)
+    seen = []
+    gcn = model.retrieval.motion_encoder.gcn
+    hook = gcn.register_forward_hook(lambda mod, args, out: seen.append(args[0].clone()))
+    try:
+        with torch.no_grad():
+            model({"motion": raw, "motion_mask": mask, "text_input_ids": ids, "text_attention_mask": torch.ones_like(ids),
+                   "duration_s": torch.tensor([9.0, 2.0])}, "localize")
+    finally:
+        hook.remove()
+    for b, n in enumerate(lengths):
+        joints = features_to_joint12(raw[b, :n].double())             # (n, 22, 12) from the raw frames
+        t = min(n, s)
+        for k in range(t):
+            frames = [f for f in range(n) if f * t // n == k]
+            torch.testing.assert_close(seen[0][b, k].double(), joints[frames].mean(0), atol=1e-4, rtol=1e-4)
+    assert seen[0][0, :, 0, 6:9].abs().max() > 1.0   # the long motion's root really moved metres
+
+
 def test_caption_cache_file_is_shared_exact_and_model_bound(tmp_path):
     from fixtures import trainer_fixtures
     from trainer.data import CaptionEmbedder
