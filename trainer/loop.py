@@ -160,7 +160,9 @@ class Trainer:
         elif acc.is_main_process:
             print(f"[trimo] warning: {datasets[self.tasks[0]].index.location} has no feature statistics; motion "
                   "is not normalized (write them with tools/shard_stats.py)", flush=True)
-        if cfg.run.init_from:   # after the data's statistics: copied encoders bring the ones they learned with
+        # after the data's statistics: copied encoders bring the ones they learned with; a resumed
+        # run restores its own weights, so the source is not read again
+        if cfg.run.init_from and resume_dir is None:
             copied, fresh = initialize_from(self.model, cfg.run.init_from)
             if acc.is_main_process:
                 print(f"[trimo] {copied} tensors from {cfg.run.init_from}; {len(fresh)} start fresh"
