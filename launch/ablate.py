@@ -8,10 +8,12 @@ protocols (launch/evaluate.py):
   in order ("event->event"); CAR accuracy and motion->text retrieval with the shuffled captions in
   the gallery;
 - MLP variants: MLPBase vs MLP-S vs MLP on localization (Normal protocol IoU@0.5/0.7/0.9, mIoU),
-  next to the temporal-pyramid baseline over a retrieval model's embeddings;
+  next to the temporal-pyramid baseline over a retrieval model's embeddings, and MLP-S started
+  from that same retrieval model (what the head gains from encoders trained on more data);
 - modalities: 2-modal (text-motion) vs 3-modal (text-video-motion) retrieval; t2m and v2m R@k.
-The table shows the mean and the sample standard deviation over the seeds. A run whose metrics
-exist is reused, so an interrupted ablation continues where it stopped (delete --out to redo).
+The table shows the mean and the sample standard deviation over the seeds, and each claim as a
+paired difference against its reference arm, seed by seed (PAIRED). A run whose metrics exist is
+reused, so an interrupted ablation continues where it stopped (delete --out to redo).
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ class Arm:
     name: str
     task: str                      # retrieval | localization
     overrides: tuple[str, ...]
+    init_from: str | None = None   # an arm whose first-seed export this arm starts from (`run.init_from`)
 
 
 TASK_OVERRIDES = {
@@ -52,17 +55,32 @@ ARMS = (
     Arm("MLPBase", "localization", ("model.localization.variant=mlp_base",)),
     Arm("MLP-S", "localization", ("model.localization.variant=mlp_s",)),
     Arm("MLP", "localization", ("model.localization.variant=mlp", "model.retrieval.motion.use_gcn=true")),
+    # The head on the encoders the pyramid baseline uses: tells the head from the encoders' training data.
+    Arm("MLP-S, text-motion encoders", "localization", ("model.localization.variant=mlp_s",), init_from="text-motion"),
 )
 PYRAMID_FROM = "text-motion"       # the retrieval model whose embeddings the pyramid baseline uses (first seed)
+# Each claim as a paired difference (same seed) per study: arm - reference arm, on one column.
+PAIRED = {
+    "car": {"text-motion": ("text-motion, no chronological negatives", "CAR orig->event"),
+            "text-motion, event->event": ("text-motion, event->event, no chronological negatives",
+                                          "CAR event->event")},
+    "localization": {"MLP-S": ("MLPBase", "IoU@0.7"), "MLP": ("MLP-S", "IoU@0.7"),
+                     "MLP-S, text-motion encoders": ("MLP-S", "IoU@0.7")},
+    "modalities": {"text-video-motion": ("text-motion", "t2m R@1")},
+}
 
 
 def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-").replace("--", "-")
 
 
+def run_dir_of(args: argparse.Namespace, arm_name: str, seed: int) -> Path:
+    return args.out / f"{slug(arm_name)}-seed{seed}"
+
+
 def run_arm(arm: Arm, seed: int, args: argparse.Namespace, threads: int) -> Path:
     """Train (unless exported already) and evaluate (unless evaluated already); returns metrics.json."""
-    run_dir = args.out / f"{slug(arm.name)}-seed{seed}"
+    run_dir = run_dir_of(args, arm.name, seed)
     metrics = run_dir / "eval" / "metrics.json"
     if metrics.is_file():
         return metrics
@@ -71,6 +89,13 @@ def run_arm(arm: Arm, seed: int, args: argparse.Namespace, threads: int) -> Path
     run_dir.mkdir(parents=True, exist_ok=True)
     steps = args.retrieval_steps if arm.task == "retrieval" else args.localization_steps
     data = args.data
+    init = []
+    if arm.init_from is not None:
+        source = run_dir_of(args, arm.init_from, args.seeds[0]) / "export"
+        if not (source / "config.yaml").is_file():
+            raise RuntimeError(f"{arm.name} starts from {source}, which does not exist; "
+                               f"run the {arm.init_from!r} arm first (--only \"{arm.init_from}\" --seeds {args.seeds[0]})")
+        init = [f"run.init_from={source}"]
     with log.open("a") as out:
         if not (run_dir / "export" / "config.yaml").is_file():
             cmd = [sys.executable, "launch/train.py", "--config", str(args.config),
@@ -78,7 +103,7 @@ def run_arm(arm: Arm, seed: int, args: argparse.Namespace, threads: int) -> Path
                    f"data.retrieval.index={data / 'retrieval' / 'shards.json'}",
                    f"data.localization.index={data / 'localization' / 'shards.json'}",
                    f"data.caption_cache={data / 'caption_embeddings.safetensors'}",
-                   *TASK_OVERRIDES[arm.task], *arm.overrides]
+                   *TASK_OVERRIDES[arm.task], *arm.overrides, *init]
             _call(cmd, out, env, f"training {arm.name} (seed {seed})", log)
         cmd = [sys.executable, "launch/evaluate.py", "--model", str(run_dir / "export"), "--split", "test",
                "--out", str(run_dir / "eval"), "--num-plots", "0", "--no-pyramid", "--no-corpus"]
@@ -92,7 +117,7 @@ def run_pyramid(args: argparse.Namespace, seed: int, threads: int) -> Path:
     out_dir = args.out / "pyramid-baseline"
     metrics = out_dir / "metrics.json"
     if not metrics.is_file():
-        model = args.out / f"{slug(PYRAMID_FROM)}-seed{seed}" / "export"
+        model = run_dir_of(args, PYRAMID_FROM, seed) / "export"
         env = _env(threads)
         out_dir.mkdir(parents=True, exist_ok=True)
         log = out_dir / "log.txt"
@@ -142,7 +167,8 @@ STUDIES = (
     ("With vs without chronological negatives (text-motion retrieval)", "car",
      ["text-motion", "text-motion, no chronological negatives", "text-motion, event->event",
       "text-motion, event->event, no chronological negatives"]),
-    ("MLPBase vs MLP-S vs MLP (localization, Normal protocol)", "localization", ["MLPBase", "MLP-S", "MLP"]),
+    ("MLPBase vs MLP-S vs MLP (localization, Normal protocol)", "localization",
+     ["MLPBase", "MLP-S", "MLP", "MLP-S, text-motion encoders"]),
     ("2-modal vs 3-modal (All protocol)", "modalities", ["text-motion", "text-video-motion"]),
 )
 
@@ -152,15 +178,32 @@ def summarize(values: list[float]) -> dict:
             "values": values}
 
 
+def paired(runs: dict[int, dict], reference: dict[int, dict], path: str) -> dict | None:
+    """arm - reference on the seeds both ran: mean ± sample std, and in how many seeds the arm is ahead."""
+    seeds = sorted(set(runs) & set(reference))
+    if not seeds:
+        return None
+    out = summarize([_get(runs[s], path) - _get(reference[s], path) for s in seeds])
+    return dict(out, seeds=seeds, ahead=sum(d > 0 for d in out["values"]))
+
+
 def _cell(s: dict | None) -> str:
     if s is None:
         return "n/a"
     return f"{s['mean']:.2f}" if len(s["values"]) == 1 else f"{s['mean']:.2f} ± {s['std']:.2f}"
 
 
-def build_table(reports: dict[str, list[dict]], pyramid: dict | None, info: str) -> tuple[str, dict]:
+def _paired_cell(d: dict | None, reference: str, label: str) -> str:
+    if d is None:
+        return ""
+    return f"{d['mean']:+.2f} ± {d['std']:.2f} {label} vs {reference} ({d['ahead']} of {len(d['values'])} ahead)"
+
+
+def build_table(reports: dict[str, dict[int, dict]], pyramid: dict | None, info: str) -> tuple[str, dict]:
+    """reports: arm name -> {seed: metrics.json}. Markdown tables and their numbers (per arm, column)."""
     parts = [f"# trimo ablations on the demo corpus\n\n{info}  \nMean ± sample std over the seeds (their number "
-             "in the last column); every number is a percentage except MedR.\n"]
+             "in the seeds column); every number is a percentage except MedR. The paired column is the arm minus "
+             "the reference arm seed by seed (mean ± std, and the seeds where the arm is ahead).\n"]
     summary: dict = {}
     for title, kind, arms in STUDIES:
         arms = [arm for arm in arms if reports.get(arm)]  # arms left out (--only) get no row
@@ -173,16 +216,21 @@ def build_table(reports: dict[str, list[dict]], pyramid: dict | None, info: str)
             cells = {}
             for label, path in cols:
                 try:
-                    cells[label] = summarize([_get(r, path) for r in runs])
+                    cells[label] = summarize([_get(runs[s], path) for s in sorted(runs)])
                 except KeyError:          # e.g. v2m for a model without a video encoder
                     cells[label] = None
+            pair = ""
+            if arm in PAIRED[kind] and reports.get(PAIRED[kind][arm][0]):
+                reference, label = PAIRED[kind][arm]
+                cells["paired"] = paired(runs, reports[reference], dict(cols)[label])
+                pair = _paired_cell(cells["paired"], reference, label)
             summary[kind][arm] = cells
-            rows.append([arm] + [_cell(cells[label]) for label, _ in cols] + [str(len(runs))])
+            rows.append([arm] + [_cell(cells[label]) for label, _ in cols] + [str(len(runs)), pair])
         if kind == "localization" and pyramid is not None:
             rows.append(["temporal pyramid (t-m embeddings)"]
-                        + [f"{_get(pyramid, f'localization/pyramid/normal/{k}'):.2f}" for k, _ in cols] + ["1"])
+                        + [f"{_get(pyramid, f'localization/pyramid/normal/{k}'):.2f}" for k, _ in cols] + ["1", ""])
             summary[kind]["pyramid"] = {label: _get(pyramid, f"localization/pyramid/normal/{label}") for label, _ in cols}
-        head = ["arm"] + [label for label, _ in cols] + ["seeds"]
+        head = ["arm"] + [label for label, _ in cols] + ["seeds", "paired"]
         parts.append(f"\n## {title}\n\n| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n")
         parts += ["| " + " | ".join(row) + " |\n" for row in rows]
         if kind == "car":
@@ -190,6 +238,9 @@ def build_table(reports: dict[str, list[dict]], pyramid: dict | None, info: str)
                          "CAR paper's event->event setting: read their CAR event->event column, and the other arms' "
                          "CAR orig->event. m->events: the gallery holds every item's ordered events and the "
                          "shuffled ones.\n")
+        if kind == "localization" and "MLP-S, text-motion encoders" in arms:
+            parts.append("\nMLP-S, text-motion encoders: MLP-S started from the text-motion model of the first "
+                         "retrieval seed (`run.init_from`), the model the pyramid baseline uses.\n")
     return "".join(parts), summary
 
 
@@ -224,15 +275,19 @@ def main(argv: list[str] | None = None) -> int:
     order = sorted(((a, s) for a in arms for s in (loc_seeds if a.task == "localization" else args.seeds)),
                    key=lambda x: (x[0].task != "retrieval", "video" not in x[0].name))
     start = time.time()
-    with ThreadPoolExecutor(args.jobs) as pool:
-        futures = {pool.submit(run_arm, a, s, args, threads): (a, s) for a, s in order}
-        results = {key: fut.result() for fut, key in futures.items()}
+    results = {}
+    # arms that start from another arm's model run once every other run is done
+    for phase in (False, True):
+        todo = [(a, s) for a, s in order if (a.init_from is not None) == phase]
+        with ThreadPoolExecutor(args.jobs) as pool:
+            futures = {pool.submit(run_arm, a, s, args, threads): (a, s) for a, s in todo}
+            results.update({key: fut.result() for fut, key in futures.items()})
     pyramid = None
     if any(a.name == PYRAMID_FROM for a in arms):
         pyramid = json.loads(run_pyramid(args, args.seeds[0], os.cpu_count() or 2).read_text())
-    reports: dict[str, list[dict]] = {}
-    for (arm, _), path in sorted(results.items(), key=lambda kv: kv[0][1]):
-        reports.setdefault(arm.name, []).append(json.loads(path.read_text()))
+    reports: dict[str, dict[int, dict]] = {}
+    for (arm, seed), path in results.items():
+        reports.setdefault(arm.name, {})[seed] = json.loads(path.read_text())
     some = next(iter(results.values()))
     test_items = json.loads(some.read_text()).get("retrieval", {}).get("n_items")
     info = (f"Corpus `{args.data}` (generated demo data, not HumanML3D/BABEL), test split"

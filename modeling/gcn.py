@@ -1,12 +1,16 @@
 """MLP's spatial encoder (S-Enc): a GCN over the 22-joint skeleton applied to every frame.
 
-H^(l+1) = BN(tanh(A H^(l) W^(l))), L layers, then a mean over joints gives one vector per frame
-(MLP eq. 1). A is the binary bone adjacency; we add self-loops (A + I) so that a joint keeps its
-own features through the product, which the binary bone graph alone would drop. The input H^(0)
-is batch-normalized per joint and channel first (as the S-Enc of MLP's authors and ST-GCN do):
-the raw per-joint features differ in scale by 10-100x (velocities ~0.01, positions ~1, a long
-take's integrated root position tens of metres). Batch norm statistics come from real (unpadded)
-frames only.
+A graph-convolution layer is H' = BN(tanh(A H W + b)) (MLP eq. 1), L layers, then a mean over
+joints gives one vector per frame. As in the MLP authors' S-Enc, the first layer maps the joint
+features to the GCN width and the other L - 1 come in residual blocks of two layers
+(H <- H + layer(layer(H)); a last odd layer is a residual block of one), the adjacency is learned,
+starting from the bone graph, and the weights start xavier-uniform with zero bias. Without the
+residual path, a stack of 7 tanh layers learned far more slowly than the head it feeds. We add
+self-loops (A + I) so that a joint keeps its own features through the product, which the binary
+bone graph alone would drop. The input H^(0) is batch-normalized per joint and channel first (as
+the authors' S-Enc and ST-GCN do): the raw per-joint features differ in scale by 10-100x
+(velocities ~0.01, positions ~1, a long take's integrated root position tens of metres). Batch
+norm statistics come from real (unpadded) frames only.
 """
 from __future__ import annotations
 
@@ -57,11 +61,18 @@ class SpatialGCN(nn.Module):
         super().__init__()
         if n_layers < 1:
             raise ValueError(f"the spatial GCN needs at least one layer, got {n_layers}")
-        self.register_buffer("adjacency", adjacency.float(), persistent=False)
+        self.adjacency = nn.Parameter(adjacency.float().clone())   # learned, starting from A + I
         self.input_norm = Float32BatchNorm1d(adjacency.shape[0] * in_dim)
         dims = [in_dim] + [dim] * n_layers
-        self.weights = nn.ModuleList(nn.Linear(a, b, bias=False) for a, b in zip(dims[:-1], dims[1:]))
+        self.weights = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
         self.norms = nn.ModuleList(Float32BatchNorm1d(dim) for _ in range(n_layers))
+        for layer in self.weights:
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def _layer(self, i: int, h: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(torch.matmul(self.adjacency.to(h.dtype), self.weights[i](h)))   # A H W + b
+        return self.norms[i](h.transpose(1, 2)).transpose(1, 2)                      # BN over channels
 
     def forward(self, joints: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         b, t, j, _ = joints.shape
@@ -69,9 +80,12 @@ class SpatialGCN(nn.Module):
             raise ValueError(f"the GCN was built for {self.adjacency.shape[0]} joints, the input has {j}")
         h = joints[mask.bool()]                                    # (N_real_frames, J, d_p)
         h = self.input_norm(h.flatten(1)).view_as(h).to(self.weights[0].weight.dtype)
-        for weight, norm in zip(self.weights, self.norms):
-            h = torch.tanh(torch.matmul(self.adjacency.to(h.dtype), weight(h)))   # A H W
-            h = norm(h.transpose(1, 2)).transpose(1, 2)            # BN over channels
+        h = self._layer(0, h)
+        for i in range(1, len(self.weights), 2):                   # residual blocks of two layers
+            block = self._layer(i, h)
+            if i + 1 < len(self.weights):
+                block = self._layer(i + 1, block)
+            h = h + block
         out = h.new_zeros(b, t, h.shape[-1])
         out[mask.bool()] = h.mean(dim=1)                           # mean over joints
         return out

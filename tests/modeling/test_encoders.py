@@ -80,26 +80,50 @@ def test_adjacency_from_parents_is_the_bone_graph_with_self_loops():
     assert torch.allclose(norm[0, 1], 1 / torch.sqrt(torch.tensor(4.0 * 3.0)))   # pelvis: 3 bones + self, left hip: 2 + self
 
 
-def test_gcn_layer_equals_direct_formula_on_real_frames():
-    """H^(0) batch-normalized per joint and channel, H^(l+1) = BN(tanh(A H W)), batch statistics
-    from real frames only, mean over joints."""
+@pytest.mark.parametrize("n_layers", [1, 4, 7])
+def test_gcn_equals_direct_formula_on_real_frames(n_layers):
+    """H^(0) batch-normalized per joint and channel; layer(H) = BN(tanh(A H W + b)); the first layer,
+    then residual blocks of two layers (one for a last odd layer); batch statistics from real frames
+    only; mean over joints."""
     from motion.skeleton import PARENTS
 
     torch.manual_seed(0)
     adj = skeleton_adjacency(list(PARENTS))
-    gcn = SpatialGCN(12, 8, 2, adj).train()
+    gcn = SpatialGCN(12, 8, n_layers, adj).train()
+    with torch.no_grad():                       # a learned adjacency that has moved off the bone graph
+        gcn.adjacency.add_(0.1 * torch.randn_like(adj))
+        for w in gcn.weights:
+            w.bias.normal_()
+    assert all(torch.count_nonzero(w.bias) for w in gcn.weights)
     x = torch.randn(2, 5, 22, 12) * torch.logspace(-2, 1, 12) + 3.0   # channels of very different scales
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
     out = gcn(x, mask)
+
+    def layer(i, h):
+        h = torch.tanh(gcn.adjacency @ (h @ gcn.weights[i].weight.T + gcn.weights[i].bias))
+        mean, var = h.mean(dim=(0, 1)), h.var(dim=(0, 1), unbiased=False)
+        return (h - mean) / torch.sqrt(var + gcn.norms[i].eps) * gcn.norms[i].weight + gcn.norms[i].bias
+
     h = x[mask]
     h = (h - h.mean(0)) / torch.sqrt(h.var(0, unbiased=False) + gcn.input_norm.eps)   # affine starts at 1, 0
-    for weight, norm in zip(gcn.weights, gcn.norms):
-        h = torch.tanh(adj @ h @ weight.weight.T)
-        mean = h.mean(dim=(0, 1))
-        var = h.var(dim=(0, 1), unbiased=False)
-        h = (h - mean) / torch.sqrt(var + norm.eps) * norm.weight + norm.bias
-    assert torch.allclose(out[mask], h.mean(1), atol=1e-5)
+    h = layer(0, h)
+    for block in {1: [], 4: [[1, 2], [3]], 7: [[1, 2], [3, 4], [5, 6]]}[n_layers]:
+        y = h
+        for i in block:
+            y = layer(i, y)
+        h = h + y
+    assert torch.allclose(out[mask], h.mean(1), atol=1e-4)
     assert torch.count_nonzero(out[~mask]) == 0
+
+
+def test_gcn_adjacency_is_learned_from_the_bone_graph():
+    from motion.skeleton import PARENTS
+
+    adj = skeleton_adjacency(list(PARENTS))
+    gcn = SpatialGCN(12, 8, 3, adj)
+    assert torch.equal(gcn.adjacency.detach(), adj) and "adjacency" in gcn.state_dict()
+    gcn(torch.randn(2, 4, 22, 12), torch.ones(2, 4, dtype=torch.bool)).sum().backward()
+    assert gcn.adjacency.grad is not None and gcn.adjacency.grad.abs().sum() > 0
 
 
 def test_motion_encoder_with_gcn_un_normalizes_for_joint12():
@@ -120,7 +144,7 @@ def test_motion_encoder_with_gcn_un_normalizes_for_joint12():
     frames, pooled = enc(motion, mask)
     assert torch.allclose(seen[0], motion * enc.feat_std + mean, atol=1e-6)
     assert frames.shape == (3, 7, 16) and torch.isfinite(pooled).all()
-    pooled.sum().backward()
+    (pooled * torch.randn_like(pooled)).sum().backward()   # a plain sum of a normalized output has ~0 gradient
     assert enc.gcn.weights[0].weight.grad.abs().sum() > 0
     assert "feat_mean" in enc.state_dict()   # the stats travel with the checkpoint
 
@@ -160,7 +184,7 @@ def test_text_encoder_modes_train_the_right_parameters(tokenizer, mode):
     tok = tokenizer(["a person walks forward", "someone jumps twice then sits"], padding=True, return_tensors="pt")
     tokens, pooled = enc(tok["input_ids"], tok["attention_mask"])
     assert tokens.shape == (2, tok["input_ids"].shape[1], 16) and pooled.shape == (2, 16)
-    pooled.sum().backward()
+    (pooled * torch.randn_like(pooled)).sum().backward()   # a plain sum of a normalized output has ~0 gradient
     backbone = {n: p for n, p in enc.backbone.named_parameters()}
     trainable = {n for n, p in backbone.items() if p.requires_grad}
     with_grad = {n for n, p in backbone.items() if p.grad is not None and p.grad.abs().sum() > 0}
