@@ -39,7 +39,8 @@ class MotionEncoderConfig:
     ff_dim: int = 1024                 # feed-forward width of each layer
     dropout: float = 0.1               # dropout in the transformer layers
     activation: str = "gelu"           # feed-forward activation (gelu | relu)
-    # MLP's S-Enc in front of the transformer: L layers of BN(tanh(A H W)), mean-pooled over joints.
+    # MLP's S-Enc in front of the transformer: L layers of BN(tanh(A H W + b)) (residual pairs after
+    # the first, learned A), mean-pooled over joints (modeling/gcn.py).
     use_gcn: bool = False              # True: the S-Enc GCN reads the 22 joints of every frame (MLP)
     gcn_layers: int = 7                # MLP: L = 7
     gcn_dim: int = 64                  # width of the GCN's joint features

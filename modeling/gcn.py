@@ -4,8 +4,8 @@ A graph-convolution layer is H' = BN(tanh(A H W + b)) (MLP eq. 1), L layers, the
 joints gives one vector per frame. As in the MLP authors' S-Enc, the first layer maps the joint
 features to the GCN width and the other L - 1 come in residual blocks of two layers
 (H <- H + layer(layer(H)); a last odd layer is a residual block of one), the adjacency is learned,
-starting from the bone graph, and the weights start xavier-uniform with zero bias. Without the
-residual path, a stack of 7 tanh layers learned far more slowly than the head it feeds. We add
+starting from the bone graph, and the weights start xavier-uniform with zero bias (against a
+plain stack with a fixed graph, +7 mIoU for MLP on the demo corpus; see the README). We add
 self-loops (A + I) so that a joint keeps its own features through the product, which the binary
 bone graph alone would drop. The input H^(0) is batch-normalized per joint and channel first (as
 the authors' S-Enc and ST-GCN do): the raw per-joint features differ in scale by 10-100x
