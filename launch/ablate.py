@@ -220,10 +220,10 @@ def build_table(reports: dict[str, dict[int, dict]], pyramid: dict | None, info:
                 except KeyError:          # e.g. v2m for a model without a video encoder
                     cells[label] = None
             pair = ""
-            if arm in PAIRED[kind] and reports.get(PAIRED[kind][arm][0]):
-                reference, label = PAIRED[kind][arm]
-                cells["paired"] = paired(runs, reports[reference], dict(cols)[label])
-                pair = _paired_cell(cells["paired"], reference, label)
+            ref_arm, ref_col = PAIRED[kind].get(arm, (None, None))
+            if reports.get(ref_arm):
+                cells["paired"] = paired(runs, reports[ref_arm], dict(cols)[ref_col])
+                pair = _paired_cell(cells["paired"], ref_arm, ref_col)
             summary[kind][arm] = cells
             rows.append([arm] + [_cell(cells[label]) for label, _ in cols] + [str(len(runs)), pair])
         if kind == "localization" and pyramid is not None:
