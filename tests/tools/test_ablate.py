@@ -3,7 +3,7 @@ import statistics
 
 import pytest
 
-from launch.ablate import ARMS, COLUMNS, build_table, paired, parse_args, run_arm, slug
+from launch.ablate import ARMS, COLUMNS, build_table, paired, parse_args, plan_runs, run_arm, slug
 
 
 def report(car: float, m2t: float, t2m_r10: float, video: float | None = None, iou07: float = 0.0) -> dict:
@@ -67,3 +67,18 @@ def test_an_arm_that_starts_from_another_names_the_missing_model(tmp_path):
     arm = next(a for a in ARMS if a.init_from)
     with pytest.raises(RuntimeError, match=r"text-motion-seed4/export, which does not exist"):
         run_arm(arm, 0, args, threads=1)
+
+
+def test_plan_runs_adds_the_models_the_heads_start_from_on_the_first_seed_only():
+    runs = plan_runs(parse_args(["--only", "MLP-S", "MLP", "--seeds", "3", "4", "--localization-seeds", "0", "1"]))
+    names = [(a.name, s) for a, s in runs]
+    # the heads' starting points, on the first retrieval seed, before every head (they run first)
+    assert names[:2] == [("text-motion, S-Enc", 3), ("text-motion", 3)]
+    assert sorted(names[2:]) == [("MLP", 0), ("MLP", 1), ("MLP-S", 0), ("MLP-S", 1)]
+    assert names[2][0] == "MLP"                                # the slowest head first
+    # a selected retrieval arm runs on every seed; the S-Enc model, shown in no study, on the first only
+    runs = plan_runs(parse_args(["--only", "text-motion", "MLP", "--seeds", "3", "4", "--localization-seeds", "0"]))
+    assert sorted((a.name, s) for a, s in runs if a.task == "retrieval") == [
+        ("text-motion", 3), ("text-motion", 4), ("text-motion, S-Enc", 3)]
+    with pytest.raises(SystemExit, match="--only names must be among"):
+        plan_runs(parse_args(["--only", "MLP-Q"]))
