@@ -170,6 +170,9 @@ class LocalizationConfig:
     lambda_span: float = 1.0           # L_Span
     lambda_recover: float = 1.0        # L_Span^rec
     lambda_align: float = 1.0          # L_Align
+    # L_Align's direction: "forward" = KL(P || P_rec), Eq. 11 as printed; "reverse" = KL(P_rec || P),
+    # what the MLP authors' code computes
+    alignment_kl: str = "forward"
     max_span_snippets: Optional[int] = None  # decoding: longest span in snippets (None = any)
     lp_matcher: Optional[bool] = None     # None = from variant
     lp_predictor: Optional[bool] = None   # None = from variant

@@ -264,6 +264,9 @@ def _check_config(cfg: LocalizationConfig) -> None:
     for name in ("alpha_start", "alpha_end", "flip_rate"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise ValueError(f"localization.{name}={getattr(cfg, name)} must be in [0, 1]")
+    if cfg.alignment_kl not in ("forward", "reverse"):
+        raise ValueError(f"localization.alignment_kl={cfg.alignment_kl!r} must be 'forward' (KL(P || P_rec), "
+                         "Eq. 11) or 'reverse' (KL(P_rec || P))")
     if cfg.num_snippets < 1 or cfg.d_model % cfg.n_heads:
         raise ValueError(f"localization: num_snippets={cfg.num_snippets} must be >= 1 and d_model={cfg.d_model} "
                          f"divisible by n_heads={cfg.n_heads}")
@@ -502,8 +505,10 @@ class LocalizationHead(nn.Module):
             flipped_e = flip_labels(y_end, mask, self.cfg.flip_rate, generator)
             rs_logits, re_logits = self.predictor.recover(h_s, h_e, lengths, flipped_s, flipped_e)
             loss_rec = 0.5 * (boundary_loss(rs_logits, s_idx, mask) + boundary_loss(re_logits, e_idx, mask))  # Eq. 10
-            loss_align = 0.5 * (alignment_loss(s_logits, rs_logits, mask)                      # Eq. 11
-                                + alignment_loss(e_logits, re_logits, mask))
+            pairs = [(s_logits, rs_logits), (e_logits, re_logits)]
+            if self.cfg.alignment_kl == "reverse":
+                pairs = [(rec, pred) for pred, rec in pairs]
+            loss_align = 0.5 * sum(alignment_loss(p, q, mask) for p, q in pairs)                   # Eq. 11
             out.update(rec_start_logits=rs_logits, rec_end_logits=re_logits)
         c = self.cfg
         loss = c.lambda_seq * loss_seq + c.lambda_span * loss_span + c.lambda_recover * loss_rec \

@@ -214,9 +214,10 @@ def test_boundary_and_alignment_losses_are_eq9_to_11():
     assert float(alignment_loss(logits, logits, mask)) == pytest.approx(0.0, abs=1e-6)
 
 
-def test_forward_loss_is_eq12_of_its_terms():
+@pytest.mark.parametrize("direction", ["forward", "reverse"])
+def test_forward_loss_is_eq12_of_its_terms(direction):
     torch.manual_seed(0)
-    head = LocalizationHead(tiny_cfg(), D_MOTION, D_TEXT).train()
+    head = LocalizationHead(tiny_cfg(alignment_kl=direction), D_MOTION, D_TEXT).train()
     out = head(*batch(), progress=0.4, generator=torch.Generator().manual_seed(0))
     loss = out["loss"]
     out = {k: v.detach() for k, v in out.items()}
@@ -236,7 +237,10 @@ def test_forward_loss_is_eq12_of_its_terms():
 
     span = 0.5 * (ce(out["start_logits"], s) + ce(out["end_logits"], e))
     rec = 0.5 * (ce(out["rec_start_logits"], s) + ce(out["rec_end_logits"], e))
-    align = 0.5 * (kl(out["start_logits"], out["rec_start_logits"]) + kl(out["end_logits"], out["rec_end_logits"]))
+    pairs = [(out["start_logits"], out["rec_start_logits"]), (out["end_logits"], out["rec_end_logits"])]
+    if direction == "reverse":                  # KL(P_rec || P)
+        pairs = [(q, p) for p, q in pairs]
+    align = 0.5 * sum(kl(p, q) for p, q in pairs)
     assert float(out["loss_span"]) == pytest.approx(span, rel=1e-5)
     assert float(out["loss_recover"]) == pytest.approx(rec, rel=1e-5)
     assert float(out["loss_align"]) == pytest.approx(align, rel=1e-4, abs=1e-7)
@@ -252,6 +256,11 @@ def test_forward_loss_is_eq12_of_its_terms():
     loss.backward()
     assert head.predictor.start_labels.weight.grad.abs().sum() > 0
     assert head.matcher.label_embedding.weight.grad.abs().sum() > 0
+
+
+def test_an_unknown_alignment_direction_is_refused():
+    with pytest.raises(ValueError, match="alignment_kl='both' must be 'forward'"):
+        LocalizationHead(tiny_cfg(alignment_kl="both"), D_MOTION, D_TEXT)
 
 
 # ---- Eq. 2 and Eq. 3 against direct implementations with the modules' own weights ----
