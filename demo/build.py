@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from demo.corpus import (
-    SIZES, ClipPlan, CorpusSize, assign_captions, plan_localization, plan_retrieval, render_sample,
+    DEFAULT_GENERATOR, SIZES, ClipPlan, CorpusSize, assign_captions, generator_spec, plan_localization, plan_retrieval,
+    render_sample,
 )
 from shards.schema import INDEX_NAME, stats_to_json
 from shards.writer import compute_feature_stats, write_shards
@@ -91,7 +92,8 @@ def build_set(name: str, planner: Callable[[int], ClipPlan], count: int, out_dir
 def build_demo(out: str, size: str | CorpusSize = "default", seed: int = 0, video: bool = True,
                video_fps: float = 10.0, video_size: int = 128, video_body: str = "capsule",
                video_backend: str = "auto", workers: int = 2, maxcount: int | None = None,
-               progress: bool = True, command: str | None = None, moment_style: str = "context") -> list[SetSummary]:
+               progress: bool = True, command: str | None = None, moment_style: str = "context",
+               generator: int = DEFAULT_GENERATOR) -> list[SetSummary]:
     """Write both shard sets under `out`; returns their summaries.
 
     With an OpenGL video backend, call this from a process that has not rendered yet: workers are
@@ -100,15 +102,19 @@ def build_demo(out: str, size: str | CorpusSize = "default", seed: int = 0, vide
     if workers > 0:  # one rasterizer thread per worker: with one worker per core, Mesa's llvmpipe threads only contend
         os.environ.setdefault("LP_NUM_THREADS", "1")
     maxcount = maxcount or (8 if corpus.retrieval <= 64 else 256)
+    generator_spec(generator)   # an unknown version fails before any work
+    # the version is recorded from 2 on: a generator 1 corpus stays byte-identical to the old one
+    recorded = {} if generator == 1 else {"generator": generator}
     video_args = ({"fps": video_fps, "size": video_size, "body": video_body, "backend": video_backend}
                   if video else None)
     return [
-        build_set("retrieval", partial(plan_retrieval, seed=seed), corpus.retrieval, os.path.join(out, "retrieval"),
-                  seed, video=video_args, workers=workers, maxcount=maxcount, progress=progress, command=command),
+        build_set("retrieval", partial(plan_retrieval, seed=seed, generator=generator), corpus.retrieval,
+                  os.path.join(out, "retrieval"), seed, video=video_args, workers=workers, maxcount=maxcount,
+                  progress=progress, command=command, extra=recorded),
         build_set("localization", partial(plan_localization, seed=seed, seconds=corpus.localization_seconds,
-                                          moment_style=moment_style),
+                                          moment_style=moment_style, generator=generator),
                   corpus.localization, os.path.join(out, "localization"), seed, video=None, workers=workers,
                   maxcount=max(4, maxcount // 4), progress=progress, command=command,
-                  extra={"moments": moment_style} if moment_style == "context" else None),
+                  extra={**recorded, **({"moments": moment_style} if moment_style == "context" else {})}),
     ]
 

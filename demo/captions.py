@@ -195,6 +195,36 @@ def phrase_options(name: str, p: dict[str, Any], rng: np.random.Generator) -> li
     if name == "throw":
         return [Phrase("throw", f"something with {{his}} {side} hand"), Phrase("throw", f"a ball with {{his}} {side} arm"),
                 Phrase("make", f"a throwing motion with {{his}} {side} arm"), Phrase("toss", f"an object overhand with the {side} hand")]
+    if name == "cartwheel":
+        if n == 1:
+            return [Phrase("do", f"a cartwheel to the {side}"), Phrase("turn", f"a cartwheel to {{his}} {side}"),
+                    Phrase("perform", f"a cartwheel towards the {side}"), Phrase("do", f"a cartwheel sideways to the {side}")]
+        return [Phrase("do", f"{NUMBER_WORDS[n]} cartwheels to the {side}"), Phrase("turn", f"{NUMBER_WORDS[n]} cartwheels to {{his}} {side}"),
+                Phrase("perform", f"{NUMBER_WORDS[n]} cartwheels towards the {side}"), Phrase("do", f"cartwheels to the {side} {times}")]
+    if name == "backflip":
+        return [Phrase("do", "a backflip"), Phrase("perform", "a back flip"), Phrase("jump", "up into a backflip"),
+                Phrase("do", "a flip backwards in the air")]
+    if name == "roll":
+        if n == 1:
+            return [Phrase("do", "a forward roll"), Phrase("roll", "forward on the ground"), Phrase("perform", "a somersault forward"),
+                    Phrase("roll", "over forwards")]
+        return [Phrase("do", f"{NUMBER_WORDS[n]} forward rolls"), Phrase("roll", f"forward on the ground {times}"),
+                Phrase("perform", f"{NUMBER_WORDS[n]} somersaults forward"), Phrase("roll", f"over forwards {times}")]
+    if name == "crawl":
+        return [Phrase("crawl", "forward on all fours"), Phrase("crawl", "forward"), Phrase("get", "down to crawl forward"),
+                Phrase("crawl", f"{NUMBER_WORDS[p['steps']]} steps forward on the floor")]
+    if name == "get_up":
+        if p["face"] == "down":
+            return [Phrase("get", "up from lying face down"), Phrase("push", "up off the floor to stand up"),
+                    Phrase("rise", "from lying on {his} stomach"), Phrase("stand", "up from lying on {his} front")]
+        return [Phrase("get", "up from lying on {his} back"), Phrase("sit", "up from the floor to stand up"),
+                Phrase("rise", "from lying on the ground"), Phrase("stand", "up from lying on {his} back")]
+    if name == "dance":
+        if p["arms"] == "up":
+            return [Phrase("dance", "with {his} arms up"), Phrase("dance", "in place with raised arms"),
+                    Phrase("dance", "waving {his} arms over {his} head"), Phrase("do", "a little dance with {his} hands up")]
+        return [Phrase("dance", "swinging {his} arms"), Phrase("dance", "in place"), Phrase("dance", "to the music"),
+                Phrase("do", "a little dance")]
     if name == "idle":
         return [Phrase("stand", "still"), Phrase("wait", "in place"), Phrase("stay", "still for a moment"), Phrase("stand", "idle")]
     raise KeyError(f"no caption templates for primitive {name!r}")

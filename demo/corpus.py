@@ -16,6 +16,12 @@ Two sets:
   "isolated" is the corpus before that option, byte for byte: every action at most once (until
   the primitives run out), captions that name only their span.
 
+Generator versions (`GENERATORS`, recorded in every sample's meta): 2 (the default) draws from
+the 25 standing and seated primitives and the 6 whole-body moves (cartwheel, backflip, forward
+roll, crawling, getting up from the floor, dancing; see demo.primitives), performed by bodies
+whose shoulders and head sit where a person's do (demo.body.Body.girdle); 1 is the corpus before
+that, byte for byte: the 25 primitives only, with the shoulders 0.24 m too low.
+
 Everything about clip i derives from (seed, set, i): its body, events, timing noise and captions,
 so any worker count gives the same samples. Splits come from a hash of the clip key alone.
 
@@ -43,7 +49,6 @@ from motion.importers.common import ImportedMotion
 from motion.features import joints_to_features
 
 DATASET = "trimo-demo"
-GENERATOR_VERSION = 1
 SPLITS = ("train", "val", "test")
 SPLIT_PERCENT = (84, 8, 8)
 RETRIEVAL_MAX_FRAMES = 197  # <= 196 feature frames, the longest clip the field's loaders keep
@@ -53,6 +58,18 @@ FILLER = "idle"  # pauses between localization events; not described by a moment
 MOMENT_STYLES = ("context", "isolated")
 REPEAT_P = 0.35   # context style: chance that an event repeats an earlier action of its clip
 CONTEXT_P = 0.3   # ... that the caption of a one-off action names a neighbour anyway
+
+
+@dataclass(frozen=True)
+class Generator:
+    """What a generator version draws: the primitive groups, and the bodies' girdle."""
+
+    groups: tuple[str, ...]
+    girdle: str
+
+
+GENERATORS = {1: Generator(("core",), "rest"), 2: Generator(("core", "extended"), "anatomical")}
+DEFAULT_GENERATOR = 2
 
 
 @dataclass(frozen=True)
@@ -115,20 +132,33 @@ class ClipPlan:
     captions: list[Caption] = field(default_factory=list)  # retrieval: whole-clip paraphrases
     moments: list[Moment] = field(default_factory=list)     # localization
     moment_style: str | None = None                          # localization: one of MOMENT_STYLES
+    generator: int = DEFAULT_GENERATOR
+
+    @property
+    def performer(self) -> Body:
+        return Body(np.asarray(self.body), GENERATORS[self.generator].girdle)
 
 
 def _event(name: str, rng: np.random.Generator) -> Event:
     return Event(name, PRIMITIVES[name].sample(rng), seed=int(rng.integers(2 ** 31)))
 
 
-def _next_names(previous: str | None, exclude: set[str]) -> list[str]:
-    """Primitives allowed after `previous` (posture), without immediate repeats or `exclude`."""
-    if previous is not None and PRIMITIVES[previous].ends == "sit":
-        return ["stand_up"]
-    names = [n for n, p in PRIMITIVES.items() if p.starts == "stand" and n != previous and n not in exclude]
-    if previous is None:
-        names.append("stand_up")  # a clip may begin seated
-    return names
+def generator_spec(version: int) -> Generator:
+    if version not in GENERATORS:
+        raise ValueError(f"demo generator must be one of {sorted(GENERATORS)}, got {version!r}")
+    return GENERATORS[version]
+
+
+def _next_names(previous: str | None, exclude: set[str], generator: int) -> list[str]:
+    """Primitives of the generator allowed after `previous` (posture), without immediate repeats or `exclude`."""
+    groups = generator_spec(generator).groups
+    names = [n for n, p in PRIMITIVES.items() if p.group in groups]
+    if previous is not None and PRIMITIVES[previous].ends != "stand":
+        return [n for n in names if PRIMITIVES[n].starts == PRIMITIVES[previous].ends]
+    standing = [n for n in names if PRIMITIVES[n].starts == "stand" and n != previous and n not in exclude]
+    if previous is None:  # a clip may begin seated (or lying)
+        standing += [n for n in names if PRIMITIVES[n].starts != "stand"]
+    return standing
 
 
 def _event_length(event: Event, body: Body) -> int:
@@ -140,11 +170,11 @@ def _chained_frames(lengths: list[int]) -> int:
     return sum(lengths) - (len(lengths) - 1)
 
 
-def plan_retrieval(index: int, seed: int) -> ClipPlan:
+def plan_retrieval(index: int, seed: int, generator: int = DEFAULT_GENERATOR) -> ClipPlan:
     key = f"demo/retrieval/{index:06d}"
     clip_seed = (seed, 0, index)
     rng = np.random.default_rng(clip_seed)
-    body = random_body(rng)
+    body = random_body(rng, generator_spec(generator).girdle)
     wanted = int(rng.choice(EVENT_COUNTS, p=EVENT_COUNT_P))
     events: list[Event] = []
     lengths: list[int] = []
@@ -152,23 +182,24 @@ def plan_retrieval(index: int, seed: int) -> ClipPlan:
         if len(events) >= wanted and _chained_frames(lengths) >= RETRIEVAL_MIN_FRAMES:
             break
         exclude = ({e.name for e in events} | {FILLER}) if events else set()
-        event = _event(str(rng.choice(_next_names(events[-1].name if events else None, exclude))), rng)
+        event = _event(str(rng.choice(_next_names(events[-1].name if events else None, exclude, generator))), rng)
         length = _event_length(event, body)
         if _chained_frames(lengths + [length]) <= RETRIEVAL_MAX_FRAMES:
             events.append(event)
             lengths.append(length)
     if not events:  # cannot happen with the current primitives (each fits alone); fail loudly if it does
         raise RuntimeError(f"{key}: no event fits in {RETRIEVAL_MAX_FRAMES} frames")
-    return ClipPlan(key, "retrieval", split_of(key), clip_seed, body.lengths, events, _chained_frames(lengths))
+    return ClipPlan(key, "retrieval", split_of(key), clip_seed, body.lengths, events, _chained_frames(lengths),
+                    generator=generator)
 
 
 def _same_action(a: Event, b: Event) -> bool:
     return a.name == b.name and a.params == b.params
 
 
-def _repeatable(events: list[Event], previous: str | None) -> list[Event]:
+def _repeatable(events: list[Event], previous: str | None, generator: int) -> list[Event]:
     """Earlier described events whose action may come next (posture, no immediate repeat)."""
-    allowed = set(_next_names(previous, {FILLER}))
+    allowed = set(_next_names(previous, {FILLER}, generator))
     return [e for e in events if e.name in allowed]
 
 
@@ -204,33 +235,35 @@ def _place_in_context(moment: Moment, events: list[Event], described: list[int],
     return True
 
 
-def _pair_repeats(moment: Moment, events: list[Event], described: list[int]) -> bool:
-    """Whether the two actions of a compound moment happen in this order elsewhere in the clip too."""
-    return any(b == a + 1 and a != moment.first and _same_action(events[a], events[moment.first])
+def _pair_repeats(moment: Moment, events: list[Event], described: list[int], generator: int) -> bool:
+    """Whether the two actions of a compound moment happen in this order elsewhere in the clip too:
+    one after the other, a pause between them or not ("then" allows one). Generator 1 looked for
+    back-to-back repeats only, and kept the rare compound caption that fits two places."""
+    return any((b == a + 1 or generator >= 2) and a != moment.first and _same_action(events[a], events[moment.first])
                and _same_action(events[b], events[moment.last]) for a, b in zip(described, described[1:]))
 
 
 def plan_localization(index: int, seed: int, seconds: tuple[float, float] = (10.0, 60.0),
-                      moment_style: str = "context") -> ClipPlan:
+                      moment_style: str = "context", generator: int = DEFAULT_GENERATOR) -> ClipPlan:
     if moment_style not in MOMENT_STYLES:
         raise ValueError(f"moment_style must be one of {MOMENT_STYLES}, got {moment_style!r}")
     key = f"demo/localization/{index:06d}"
     clip_seed = (seed, 1, index)
     rng = np.random.default_rng(clip_seed)
-    body = random_body(rng)
+    body = random_body(rng, generator_spec(generator).girdle)
     target = rng.uniform(*seconds) * FPS
     events: list[Event] = []
     lengths: list[int] = []
     used: set[str] = set()
     while True:
         previous = events[-1].name if events else None
-        if previous not in (None, FILLER, "sit_down") and rng.random() < 0.25:
+        if previous not in (None, FILLER) and PRIMITIVES[previous].ends == "stand" and rng.random() < 0.25:
             event = _event(str(rng.choice([FILLER])), rng)
-        elif moment_style == "context" and (again := _repeatable(events, previous)) and rng.random() < REPEAT_P:
+        elif moment_style == "context" and (again := _repeatable(events, previous, generator)) and rng.random() < REPEAT_P:
             earlier = again[int(rng.integers(len(again)))]
             event = Event(earlier.name, dict(earlier.params), seed=int(rng.integers(2 ** 31)))
         else:
-            names = _next_names(previous, used | {FILLER}) or _next_names(previous, {FILLER})
+            names = _next_names(previous, used | {FILLER}, generator) or _next_names(previous, {FILLER}, generator)
             event = _event(str(rng.choice(names)), rng)
         length = _event_length(event, body)
         frames = _chained_frames(lengths + [length])
@@ -248,10 +281,10 @@ def plan_localization(index: int, seed: int, seconds: tuple[float, float] = (10.
     moments += compound
     if moment_style == "context":  # moments that cannot be singled out are dropped
         moments = [m for m in moments[:len(described)] if _place_in_context(m, events, described, rng)]
-        moments += [m for m in compound if not _pair_repeats(m, events, described)]
+        moments += [m for m in compound if not _pair_repeats(m, events, described, generator)]
     moments.sort(key=lambda m: (m.first, m.last))
     return ClipPlan(key, "localization", split_of(key), clip_seed, body.lengths, events,
-                    _chained_frames(lengths), moments=moments, moment_style=moment_style)
+                    _chained_frames(lengths), moments=moments, moment_style=moment_style, generator=generator)
 
 
 # ----------------------------------------------------------------------------- captions
@@ -328,7 +361,7 @@ def render_sample(plan: ClipPlan, video: dict[str, Any] | None = None) -> dict[s
 
     `video` holds render_video's keyword arguments (fps, size), or None for no video.
     """
-    body = Body(np.asarray(plan.body))
+    body = plan.performer
     joints = perform(plan.events, body)
     canonical = ImportedMotion(joints, FPS, plan.key).to_canonical()
     motion = joints_to_features(canonical, source=plan.key)
@@ -337,7 +370,7 @@ def render_sample(plan: ClipPlan, video: dict[str, Any] | None = None) -> dict[s
                for e in plan.events]
     meta: dict[str, Any] = {
         "dataset": DATASET, "split": plan.split, "fps": FPS, "duration": round(n / FPS, 4), "mirrored": False,
-        "source": plan.key, "generator": {"version": GENERATOR_VERSION, "seed": list(plan.seed)},
+        "source": plan.key, "generator": {"version": plan.generator, "seed": list(plan.seed)},
         "body_height_scale": round(float(body.leg / 0.82), 4), "actions": actions,
     }
     if plan.moment_style == "context":  # (the isolated style writes the meta it always wrote)

@@ -1,10 +1,11 @@
 """The demo corpus's action primitives: parameterized recipes that turn (params, body, rng) into a Track.
 
 Each primitive starts and ends in the neutral stance at its own origin, facing +Z (sit_down ends
-seated and stand_up starts seated, at a seat that depends only on the body), so primitives chain
-in any order the posture allows. `sample(rng)` draws the parameters a caption talks about
-(direction, pace, side, count, angle, ...) and the ones it does not (exact speed, amplitudes);
-`make(params, body, rng)` adds timing noise of about +-15 % to every phase.
+seated and stand_up starts seated, at a seat that depends only on the body; get_up starts lying on
+the floor), so primitives chain in any order the posture allows. `sample(rng)` draws the
+parameters a caption talks about (direction, pace, side, count, angle, ...) and the ones it does
+not (exact speed, amplitudes); `make(params, body, rng)` adds timing noise of about +-15 % to
+every phase.
 
 Directions are the body's own: forward +Z, left +X; turning left increases the heading.
 """
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from demo.body import FOOT_PITCH, FPS, Body, Track, home_feet
+from demo.body import FOOT_PITCH, FPS, Body, Track, assemble, axis_quat, chain, home_feet, leg_targets, mirror_quat
 from demo.gait import bump, place_feet, smoothstep, step_schedule, times
 from demo.pose import NEUTRAL, blend_pose, neutral_pose, pose_to_local
 
@@ -28,21 +29,23 @@ COUNT_CHOICES = (1, 2, 3, 4)
 
 @dataclass(frozen=True)
 class Primitive:
-    """One kind of action. `starts`/`ends` are the posture before and after ("stand" or "sit")."""
+    """One kind of action. `starts`/`ends` are the posture before and after ("stand", "sit" or
+    "floor": lying); `group` is the action set it belongs to ("core" or "extended")."""
 
     name: str
     sample: Callable[[np.random.Generator], dict[str, Any]]
     make: Callable[[dict[str, Any], Body, np.random.Generator], Track]
     starts: str = "stand"
     ends: str = "stand"
+    group: str = "core"
 
 
 PRIMITIVES: dict[str, Primitive] = {}
 
 
-def _register(name: str, sample, starts: str = "stand", ends: str = "stand"):
+def _register(name: str, sample, starts: str = "stand", ends: str = "stand", group: str = "core"):
     def wrap(make):
-        PRIMITIVES[name] = Primitive(name, sample, make, starts, ends)
+        PRIMITIVES[name] = Primitive(name, sample, make, starts, ends, group)
         return make
     return wrap
 
@@ -565,3 +568,231 @@ def idle(p, body, rng):
     pose["lean"] += 0.03 * sway * fade
     pose["look"] += 0.2 * np.sin(2 * np.pi * 0.2 * t) * fade
     return _track(body, len(t), pose, root_xz=np.stack([0.02 * sway * fade, np.zeros(len(t))], -1))
+
+
+# ----------------------------------------------------------------------------- whole-body moves
+# The "extended" group: moves that leave the feet (cartwheel, flips, rolls, crawling, getting up
+# from the floor) and dancing. Demo generator 2 draws them, generator 1 (the "core" group only)
+# does not (demo.corpus.GENERATORS).
+#
+# These moves are scripted as keyframes of the whole body: pelvis position and rotation (roll about
+# the forward axis, pitch about the left one), the upper-body angles of demo.pose and the legs by
+# angles (LEG_ANGLES per side: `hip` flexion forwards, `spread` sideways, `knee` bend, `point` the
+# foot pointed away from the shin). `legs` blends the feet from the neutral stance (0: planted, IK
+# as everywhere else) to the legs' angles (1), and `ground` (0..1) drops the body until its lowest
+# joint touches the floor, so lying, kneeling and rolling bodies rest on it whatever their size.
+
+LEG_ANGLES = ("hip", "spread", "knee", "point")
+_THICKNESS = 0.06   # m: a grounded body's lowest joint centre rests this far above the floor
+
+def _keys(t: np.ndarray, start: dict[str, float], keys: list[tuple[float, dict[str, float]]]) -> dict[str, np.ndarray]:
+    """Every channel over time. `start` gives each one's value at t = 0; keys (time, values) come
+    in time order. A channel holds until the key before the first one that names it, then eases
+    (minimum jerk) from each key that names it to the next one that does, and holds after its last."""
+    channels = {}
+    for name, first in start.items():
+        points, previous = [(0.0, float(first))], 0.0
+        for time, key in keys:
+            if name in key:
+                if len(points) == 1 and previous > 0:
+                    points.append((previous, float(first)))
+                points.append((time, float(key[name])))
+            previous = time
+        value = np.full(len(t), float(first))
+        for (t0, v0), (t1, v1) in zip(points, points[1:]):
+            value = np.where(t >= t0, v0 + (v1 - v0) * smoothstep((t - t0) / max(t1 - t0, 1e-6)), value)
+        channels[name] = value
+    return channels
+
+
+def _whole_body_start(body: Body) -> dict[str, float]:
+    """Every channel at the neutral stance."""
+    start = {"x": 0.0, "y": body.stand_height, "z": 0.0, "roll": 0.0, "pitch": 0.0, "legs": 0.0, "ground": 0.0}
+    start.update({name: float(value[0]) for name, value in neutral_pose(1).items()})
+    start.update({f"{s}_{a}": 0.0 for s in "lr" for a in LEG_ANGLES})
+    return start
+
+
+def _whole_body(body: Body, duration: float, keys: list[tuple[float, dict[str, float]]],
+                extra: dict[str, np.ndarray] | None = None, start: dict[str, float] | None = None) -> Track:
+    """A Track from keyframes (see above); `extra` adds per-frame offsets to channels (cycles)."""
+    t = times(_frames(duration))
+    ch = _keys(t, {**_whole_body_start(body), **(start or {})}, keys)
+    for name, offset in (extra or {}).items():
+        ch[name] = ch[name] + offset
+    n = len(t)
+    local = pose_to_local({name: ch[name] for name in neutral_pose(1)})
+    pelvis = chain(axis_quat(2, ch["roll"]), axis_quat(0, ch["pitch"]), local[:, 0])
+    local[:, 0] = pelvis
+    legs = np.empty((n, 2, 3, 4))
+    for side, s in enumerate("lr"):
+        thigh = chain(axis_quat(2, ch[f"{s}_spread"]), axis_quat(0, -ch[f"{s}_hip"]))
+        shank, foot = axis_quat(0, ch[f"{s}_knee"]), axis_quat(0, FOOT_PITCH + ch[f"{s}_point"])
+        if s == "r":
+            thigh, shank, foot = mirror_quat(thigh), mirror_quat(shank), mirror_quat(foot)
+        legs[:, side] = np.stack([thigh, shank, foot], 1)
+    root = np.stack([ch["x"], ch["y"], ch["z"]], -1)
+    w = ch["legs"]
+    # planted feet: where the body stood before its feet left the floor, or where it stands after
+    airborne = np.flatnonzero(w > 0)
+    middle = (airborne[0] + airborne[-1]) / 2 if len(airborne) else n
+    anchor = np.where((np.arange(n) <= middle)[:, None], root[0, [0, 2]], root[-1, [0, 2]])
+    stance = home_feet(body, anchor, np.zeros(n))
+
+    feet, yaw, pitch, pole = leg_targets(body, root, pelvis, legs)
+    stand_pole = np.array([0.0, 0.3, 1.0])
+    track = Track(root_xz=root[:, [0, 2]], heading=np.zeros(n), pelvis_y=root[:, 1], local=local,
+                  feet=stance + w[:, None, None] * (feet - stance), foot_yaw=w[:, None] * yaw,
+                  foot_pitch=FOOT_PITCH + w[:, None] * (pitch - FOOT_PITCH), contact=np.repeat((w == 0)[:, None], 2, 1),
+                  knee_pole=np.where((w > 0)[:, None, None], stand_pole + w[:, None, None] * (pole - stand_pole), np.nan))
+    # Grounded frames rest on their lowest joint; no frame with the feet off their stance goes
+    # under the floor. The body moves rigidly (its feet targets too), so one pass suffices.
+    lowest = assemble(track, body)[..., 1].min(1)
+    g = ch["ground"]
+    shift = (g * (_THICKNESS - lowest) + np.maximum(0.0, -(1 - g) * lowest)) * (w > 0)
+    track.pelvis_y = track.pelvis_y + shift
+    track.feet[..., 1] += shift[:, None]
+    return track
+
+
+_ARMS_DOWN = {"l_flex": 0.0, "r_flex": 0.0, "l_abd": NEUTRAL["abd"], "r_abd": NEUTRAL["abd"],
+              "l_elbow": NEUTRAL["elbow"], "r_elbow": NEUTRAL["elbow"]}
+
+
+def _legs(hip: float, knee: float, spread: float = 0.0, point: float = 0.0) -> dict[str, float]:
+    return {"l_hip": hip, "r_hip": hip, "l_knee": knee, "r_knee": knee, "l_spread": spread, "r_spread": spread,
+            "l_point": point, "r_point": point}
+
+
+@_register("cartwheel", lambda rng: {"side": str(rng.choice(["left", "right"])), "count": int(rng.choice([1, 1, 2]))},
+           group="extended")
+def cartwheel(p, body, rng):
+    sign = SIDE_SIGN[p["side"]]
+    lead, reach, wheel, settle = _jitter(rng, 0.3), _jitter(rng, 0.4), _jitter(rng, 1.4), _jitter(rng, 0.5)
+    t1, t2 = lead + reach, lead + reach + wheel * p["count"]
+    arms_up = {"l_abd": np.pi - 0.8, "r_abd": np.pi - 0.8, "l_elbow": 0.1, "r_elbow": 0.1}
+    spread = {"legs": 1.0, "ground": 1.0, **_legs(0.0, 0.15, 0.75)}
+    stride = rng.uniform(1.9, 2.3) * body.leg
+    keys = [(lead, {}), (t1, {**arms_up, "roll": 0.0, "x": 0.0, "legs": 0.0, "ground": 0.0, **_legs(0.0, 0.15)}),
+            (t1 + 0.25, spread)]
+    for k in range(1, p["count"] + 1):   # each wheel eases in and out on its own: upright in between
+        keys.append((t1 + k * wheel, {**arms_up, "roll": -sign * 2 * np.pi * k, "x": sign * stride * k}))
+    keys[-1][1].update({"legs": 0.0, "ground": 0.0, **_legs(0.0, 0.15)})
+    keys[-1:-1] = [(t2 - 0.25, spread)]
+    keys.append((t2 + settle, _ARMS_DOWN))
+    return _whole_body(body, t2 + settle + _jitter(rng, 0.2), keys)
+
+
+@_register("backflip", lambda rng: {}, group="extended")
+def backflip(p, body, rng):
+    lead, crouch, flight, land, recover = (_jitter(rng, s) for s in (0.25, 0.55, 0.85, 0.3, 0.5))
+    t1, t2 = lead + crouch, lead + crouch + flight
+    low = body.stand_height - 0.25 * body.leg
+    keys = [(lead, {}),
+            (lead + 0.35 * crouch, {"l_flex": -0.4, "r_flex": -0.4}),
+            (lead + 0.7 * crouch, {"y": low, "bend": 0.3}),
+            (t1, {"y": body.stand_height, "pitch": 0.0, "z": 0.0, "legs": 0.0, "l_flex": np.pi - 0.6,
+                  "r_flex": np.pi - 0.6, "bend": 0.0, **_legs(0.3, 0.5)}),
+            (t1 + 0.12, {"legs": 1.0}),
+            (t1 + 0.3 * flight, {"l_flex": 1.3, "r_flex": 1.3, "l_elbow": 1.4, "r_elbow": 1.4, "bend": 0.5,
+                                 **_legs(2.0, 2.3)}),
+            (t1 + 0.5 * flight, {"y": body.stand_height + rng.uniform(0.3, 0.45)}),
+            (t2 - 0.15, {"legs": 1.0, **_legs(0.5, 0.6)}),
+            (t2, {"y": body.stand_height, "pitch": -2 * np.pi, "z": -rng.uniform(0.3, 0.8) * body.leg, "legs": 0.0,
+                  "l_flex": 0.9, "r_flex": 0.9, "l_elbow": 0.3, "r_elbow": 0.3, "bend": 0.2}),
+            (t2 + 0.5 * land, {"y": low}),
+            (t2 + land + recover, {"y": body.stand_height, "bend": 0.0, **_ARMS_DOWN})]
+    return _whole_body(body, t2 + land + recover + _jitter(rng, 0.2), keys)
+
+
+@_register("roll", lambda rng: {"count": int(rng.choice([1, 1, 2]))}, group="extended")
+def forward_roll(p, body, rng):
+    lead, down, roll, up = _jitter(rng, 0.3), _jitter(rng, 0.7), _jitter(rng, 1.0) * p["count"], _jitter(rng, 0.8)
+    t1, t2 = lead + down, lead + down + roll
+    crouch = {"y": body.stand_height - 0.45 * body.leg, "bend": 0.8, "nod": 0.5, "l_flex": 1.2, "r_flex": 1.2,
+              "l_elbow": 0.6, "r_elbow": 0.6}
+    tuck = {"legs": 1.0, "ground": 1.0, "bend": 1.0, "nod": 0.7, **_legs(2.1, 2.4, point=0.5)}
+    keys = [(lead, {}), (t1, {**crouch, "pitch": 0.3, "z": 0.0, "legs": 0.0, "ground": 0.0, **_legs(1.2, 2.0)}),
+            (t1 + 0.2, tuck), (t2 - 0.2, tuck),
+            (t2, {**crouch, "pitch": 2 * np.pi * p["count"], "z": rng.uniform(1.0, 1.3) * body.leg * p["count"],
+                  "legs": 0.0, "ground": 0.0, **_legs(1.2, 2.0)}),
+            (t2 + up, {"y": body.stand_height, "bend": 0.0, "nod": 0.0, **_ARMS_DOWN})]
+    return _whole_body(body, t2 + up + _jitter(rng, 0.2), keys)
+
+
+_POINTED = np.pi / 2 - FOOT_PITCH   # the foot in line with the shin (lying face down, kneeling)
+
+
+def _all_fours() -> dict[str, float]:
+    """Hands and knees, looking ahead (with `ground`: resting on the floor). The shoulders ride a
+    little above the hips and the elbows bend, so that hands and knees both reach the floor."""
+    level = np.pi / 2 - 0.2
+    return {"pitch": level, "l_flex": level, "r_flex": level, "l_elbow": 0.75, "r_elbow": 0.75, "l_abd": 0.1,
+            "r_abd": 0.1, "nod": -0.9, "bend": 0.0, **_legs(level, np.pi / 2, point=_POINTED)}
+
+
+@_register("crawl", lambda rng: {"steps": int(rng.integers(4, 9))}, group="extended")
+def crawl(p, body, rng):
+    lead, down, period, up = _jitter(rng, 0.3), _jitter(rng, 1.1), _jitter(rng, 0.6), _jitter(rng, 1.1)
+    t1, t2 = lead + down, lead + down + p["steps"] * period
+    kneel = {"pitch": 0.15, "y": 0.0, "legs": 1.0, "ground": 1.0, "l_flex": 0.5, "r_flex": 0.5,
+             **_legs(0.15, np.pi / 2, point=_POINTED)}
+    fours = {**_all_fours(), "legs": 1.0, "ground": 1.0}
+    distance = p["steps"] * rng.uniform(0.22, 0.3) * body.leg
+    keys = [(lead, {"legs": 0.0, "ground": 0.0}), (lead + 0.5 * down, kneel), (t1, {**fours, "z": 0.0}),
+            (t2, {**fours, "z": distance}), (t2 + 0.5 * up, {**kneel, "z": distance}),
+            (t2 + up, {"y": body.stand_height, "pitch": 0.0, "legs": 0.0, "ground": 0.0, "nod": 0.0, **_ARMS_DOWN,
+                       **_legs(0.0, 0.1)})]
+    duration = t2 + up + _jitter(rng, 0.2)
+    t = times(_frames(duration))
+    # each knee and the opposite hand step forward together, one side per `period`
+    cycle = np.sin(np.pi * (t - t1) / period) * _window(t, (t1, t1 + 0.5 * period), (t2 - 0.5 * period, t2))
+    extra = {"l_hip": 0.3 * cycle, "r_hip": -0.3 * cycle, "r_flex": 0.3 * cycle, "l_flex": -0.3 * cycle,
+             "twist": 0.1 * cycle}
+    return _whole_body(body, duration, keys, extra)
+
+
+@_register("get_up", lambda rng: {"face": str(rng.choice(["up", "down"]))}, starts="floor", group="extended")
+def get_up(p, body, rng):
+    """Starts lying on the floor (on the back, face up, or on the front), ends standing."""
+    lie, rise, crouch, stand = _jitter(rng, 0.5), _jitter(rng, 0.9), _jitter(rng, 0.7), _jitter(rng, 0.8)
+    t1, t2, t3 = lie + rise, lie + rise + crouch, lie + rise + crouch + stand
+    squat = {"pitch": 0.5, "legs": 1.0, "ground": 1.0, "l_flex": 1.0, "r_flex": 1.0, "l_elbow": 0.3,
+             "r_elbow": 0.3, "nod": 0.0, "bend": 0.3, **_legs(1.8, 2.2)}
+    if p["face"] == "down":
+        start = {"pitch": np.pi / 2, "l_abd": 0.3, "r_abd": 0.3, "nod": -0.3, **_legs(0.0, 0.1, point=_POINTED)}
+        middle = {**_all_fours(), "legs": 1.0, "ground": 1.0}
+    else:
+        start = {"pitch": -np.pi / 2, **_legs(0.0, 0.1)}
+        middle = {"pitch": -0.35, "l_flex": -0.6, "r_flex": -0.6, "l_elbow": 0.2, "r_elbow": 0.2, "nod": 0.3,
+                  "legs": 1.0, "ground": 1.0, **_legs(1.8, 1.8)}   # sitting, knees up
+    keys = [(lie, {}), (t1, middle), (t2, {**squat, "z": 0.0}),
+            (t3, {"y": body.stand_height, "pitch": 0.0, "legs": 0.0, "ground": 0.0, "bend": 0.0,
+                  "z": 0.25 * body.leg, **_ARMS_DOWN, **_legs(0.0, 0.1)})]
+    return _whole_body(body, t3 + _jitter(rng, 0.2), keys, start={**_whole_body_start(body), "y": 0.0,
+                                                                    "legs": 1.0, "ground": 1.0, **start})
+
+
+@_register("dance", lambda rng: {"arms": str(rng.choice(["up", "swing"])), "steps": int(rng.integers(6, 13))},
+           group="extended")
+def dance(p, body, rng):
+    cadence = rng.uniform(1.8, 2.3)
+    track = _locomotion(body, rng, direction=(0.0, 0.0), speed=0.0, cadence=cadence, duty=0.6, num_steps=p["steps"],
+                        step_height=rng.uniform(0.05, 0.1), arm_swing=0.0)
+    t = times(len(track))
+    start = _jitter(rng, 0.25)
+    groove = _window(t, (start, start + 0.5), (t[-1] - 0.6, t[-1] - 0.1))
+    beat = np.sin(np.pi * cadence * (t - start))   # one sway to each side per two steps
+    pose = neutral_pose(len(t))
+    if p["arms"] == "up":
+        blend_pose(pose, {"l_abd": 2.4 + 0.4 * beat, "r_abd": 2.4 - 0.4 * beat, "l_elbow": 0.6, "r_elbow": 0.6}, groove)
+    else:
+        blend_pose(pose, {"l_flex": 0.8 + 0.7 * beat, "r_flex": 0.8 - 0.7 * beat, "l_elbow": 1.3, "r_elbow": 1.3,
+                          "l_abd": 0.4, "r_abd": 0.4}, groove)
+    pose["lean"] += 0.12 * beat * groove
+    pose["twist"] += 0.25 * np.sin(2 * np.pi * cadence * (t - start)) * groove
+    pose["tilt"] += 0.08 * groove
+    track.local = pose_to_local(pose)
+    track.root_xz = track.root_xz + np.stack([0.05 * beat * groove, np.zeros(len(t))], -1)
+    track.pelvis_y = track.pelvis_y - 0.03 * body.leg * groove * (1 + np.cos(2 * np.pi * cadence * (t - start))) / 2
+    return track

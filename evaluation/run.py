@@ -102,6 +102,9 @@ def evaluate_retrieval(enc: Encoder, data: RetrievalSet, sentence_emb: np.ndarra
 
         out.update(_direction_table(protocols(sim_tm, data.ids, sentence_emb, dissimilar),
                                     ("text_to_motion", "motion_to_text")))
+        # every query's rank (All protocol), to see which items fail
+        out["item_ranks"] = {direction: dict(zip(data.ids, M.retrieval_ranks(sim).tolist()))
+                             for direction, sim in (("text_to_motion", sim_tm), ("motion_to_text", sim_tm.T))}
         if len(with_video) >= 2:
             sub_ids = [data.ids[i] for i in with_video]
             sub_emb = sentence_emb[with_video]

@@ -105,7 +105,7 @@ def _run(cmd: list[str], log: Path, env: dict | None = None) -> tuple[int, float
 
 
 def deepspeed_bf16_run(out: Path, steps: int) -> str:
-    data = ROOT / "data" / "demo-small"
+    data = ROOT / "data" / "demo-small-v2"   # the quickstart's corpus
     run = out / "ds-bf16"
     cmd = ["accelerate", "launch", "--config_file", "accelerate_config.yaml", "--num_processes", "1",
            "-m", "launch.train", "--config", "configs/quickstart.yaml", f"run.output_dir={run}",
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     code, _ = _run([sys.executable, "-m", "tools.bench_kernels", "attention", "--dtype", "bf16"], out / "attention.md")
     results[rows[1]] = f"see the table below ({out / 'attention.md'})" if code == 0 else f"FAIL (exit {code})"
     attempt(rows[2], contrastive_at_scale)
-    subprocess.run(["bash", "-c", "source launch/setup_env.sh && ensure_demo data/demo-small small"], cwd=ROOT,
+    subprocess.run(["bash", "-c", "source launch/setup_env.sh && ensure_demo data/demo-small-v2 small"], cwd=ROOT,
                    check=True, stdout=subprocess.DEVNULL)
     attempt(rows[3], deepspeed_bf16_run, out, args.steps)
     results[rows[4]] = "skipped (--skip-quickstart)" if args.skip_quickstart else None

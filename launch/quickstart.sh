@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # The main job on the built-in demo data (CPU or GPU): build the demo shards, train every head jointly
 # with `accelerate launch` (2 processes, DeepSpeed ZeRO-2), evaluate on the demo test split.
-# Environment knobs: TRIMO_DEMO_SIZE (tiny|small|default|large), TRIMO_QUICKSTART_STEPS,
+# Environment knobs: TRIMO_DEMO_SIZE (tiny|small|default|large), TRIMO_DEMO_GENERATOR (2, or 1: the
+# corpus the ablations were measured on), TRIMO_QUICKSTART_STEPS,
 # TRIMO_NUM_PROCESSES (default: the GPU count, 2 on CPU).
 set -euo pipefail
 start=$(date +%s)
 source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
 size="${TRIMO_DEMO_SIZE:-small}"
-data="data/demo-$size"
+generator="${TRIMO_DEMO_GENERATOR:-2}"
+data="data/demo-$size$([ "$generator" = 1 ] || echo "-v$generator")"   # generator 1 kept the old folder names
 run="runs/quickstart"
 
-echo "[trimo] 1/3 demo corpus ($size) -> $data"
-ensure_demo "$data" "$size"
+echo "[trimo] 1/3 demo corpus ($size, generator $generator) -> $data"
+ensure_demo "$data" "$size" "$generator"
 
 # One process per GPU on a CUDA machine, two over gloo on CPU (TRIMO_NUM_PROCESSES overrides).
 if gpus=$(python -c "import torch, sys; n = torch.cuda.device_count(); print(n); sys.exit(n == 0)"); then

@@ -58,16 +58,18 @@ export WANDB_MODE="${WANDB_MODE:-offline}"
 export TOKENIZERS_PARALLELISM=false
 cd "$ROOT"
 
-# ensure_demo DIR SIZE: the demo corpus in DIR, built unless both of its shard sets are ones this
-# trimo reads (an index of an older schema version is rebuilt, never trained on) and the
-# localization set has the default moment style ("context"; an older "isolated" set is rebuilt).
+# ensure_demo DIR SIZE [GENERATOR]: the demo corpus in DIR, built unless both of its shard sets are
+# ones this trimo reads (an index of an older schema version is rebuilt, never trained on), the
+# localization set has the default moment style ("context"; an older "isolated" set is rebuilt)
+# and both come from the generator version asked for (2 unless named; 1 records none).
 ensure_demo() {
-    local data="$1" size="$2"
-    if python -c "import sys; from shards.reader import load_index; indices = [load_index(p) for p in sys.argv[1:]]
-assert indices[1].extra.get('moments') == 'context'" \
-        "$data/retrieval/shards.json" "$data/localization/shards.json" 2>/dev/null; then
+    local data="$1" size="$2" generator="${3:-2}"
+    if python -c "import sys; from shards.reader import load_index; indices = [load_index(p) for p in sys.argv[2:]]
+assert indices[1].extra.get('moments') == 'context'
+assert all(i.extra.get('generator', 1) == int(sys.argv[1]) for i in indices)" \
+        "$generator" "$data/retrieval/shards.json" "$data/localization/shards.json" 2>/dev/null; then
         echo "[trimo] reusing $data (delete it to rebuild)"
     else
-        trimo-build-demo --out "$data" --size "$size" --seed 0
+        trimo-build-demo --out "$data" --size "$size" --seed 0 --generator "$generator"
     fi
 }

@@ -69,6 +69,14 @@ class TaskStream:
             self._it = self._batches()
         return next(self._it)
 
+    def close(self) -> None:
+        """Stop the DataLoader's worker processes (the next `next` resumes where the stream is).
+        A launched rank leaves with os._exit, which runs no finalizer: a worker still holding
+        prefetched batches would block forever on its full result pipe, an orphan of ~1 GB."""
+        if self._it is not None:
+            self._it.close()
+            self._it = None
+
     @property
     def epoch(self) -> int:
         return self.loader.epoch

@@ -394,6 +394,8 @@ class Trainer:
                     break
         finally:
             logger.close()
+            for stream in self.streams.values():
+                stream.close()
         if last_saved != self.state["step"]:
             self.save(self.state["step"])
         self.callback.on_fit_end(self)

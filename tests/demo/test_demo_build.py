@@ -105,6 +105,19 @@ def test_localization_samples_have_moments_inside_long_motions(tiny):
     assert index.extra["moments"] == "context"   # what launch/setup_env.sh's ensure_demo checks
 
 
+def test_the_generator_version_is_recorded_from_2_on(tiny, tmp_path):
+    build_cli("--out", str(tmp_path), "--workers", "0", "--no-video", "--generator", "1")
+    for name in ("retrieval", "localization"):
+        assert load_index(str(tiny / name / "shards.json")).extra["generator"] == 2   # what ensure_demo checks
+        assert "generator" not in load_index(str(tmp_path / name / "shards.json")).extra   # generator 1: as before
+    whole_body = {"cartwheel", "backflip", "roll", "crawl", "get_up", "dance"}
+    for out, version in ((tiny, 2), (tmp_path, 1)):
+        _, samples = _samples(out, "retrieval")
+        assert {s["meta"]["generator"]["version"] for s in samples} == {version}
+        names = {a["name"] for s in samples for a in s["meta"]["actions"]}
+        assert bool(names & whole_body) == (version == 2), names
+
+
 def test_the_reader_batches_demo_clips_with_video(tiny):
     dataset = ShardDataset(str(tiny / "retrieval" / "shards.json"), training=False, rank=0, world_size=1,
                            video_size=64)

@@ -147,9 +147,11 @@ def _action(event):
     return event.name, str(event.params)
 
 
-def test_context_moments_repeat_actions_and_say_which_one_they_mean():
+@pytest.mark.parametrize("generator", [1, 2])
+def test_context_moments_repeat_actions_and_say_which_one_they_mean(generator):
     """Brute force over each clip: a moment's caption names exactly one event of the clip."""
-    plans, _ = assign_captions([plan_localization(i, 3, seconds=(20.0, 40.0)) for i in range(60)], 3)
+    plans, _ = assign_captions([plan_localization(i, 3, seconds=(20.0, 40.0), generator=generator)
+                                for i in range(60)], 3)
     kinds = Counter()
     for plan in plans:
         described = [i for i, e in enumerate(plan.events) if e.name != "idle"]

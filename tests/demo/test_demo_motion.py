@@ -5,7 +5,7 @@ import zlib
 import numpy as np
 import pytest
 
-from demo.body import FOOT_PITCH, Body, assemble, random_body
+from demo.body import FOOT_PITCH, Body, Track, assemble, axis_quat, chain, leg_targets, random_body
 from demo.compose import Event, PostureError, chain_events, perform
 from demo.corpus import RETRIEVAL_MAX_FRAMES, RETRIEVAL_MIN_FRAMES, plan_localization, plan_retrieval
 from demo.primitives import PRIMITIVES
@@ -73,7 +73,7 @@ def _compound_contacts(events, body):
 def test_compound_clips_are_continuous_and_plausible():
     for index in range(12):
         plan = plan_retrieval(index, seed=3)
-        joints, contact = _compound_contacts(plan.events, Body(plan.body))
+        joints, contact = _compound_contacts(plan.events, plan.performer)
         check_physics(joints, contact, plan.key)
         assert len(joints) == plan.num_frames, "planned length must equal the rendered one"
         assert RETRIEVAL_MIN_FRAMES <= len(joints) <= RETRIEVAL_MAX_FRAMES
@@ -84,7 +84,7 @@ def test_compound_clips_are_continuous_and_plausible():
 
 def test_untrimmed_clip_is_long_plausible_and_has_moments_inside():
     plan = plan_localization(0, seed=1, seconds=(12.0, 16.0))
-    joints, contact = _compound_contacts(plan.events, Body(plan.body))
+    joints, contact = _compound_contacts(plan.events, plan.performer)
     check_physics(joints, contact, plan.key)
     assert 12 * FPS <= len(joints) <= 16 * FPS + 200  # the last event may run past the target
     assert len(plan.events) >= 4
@@ -103,7 +103,7 @@ def test_posture_rules_are_enforced():
 def test_same_seed_same_motion_and_planning_is_reproducible():
     a, b = plan_retrieval(5, seed=0), plan_retrieval(5, seed=0)
     assert [(e.name, e.params, e.seed) for e in a.events] == [(e.name, e.params, e.seed) for e in b.events]
-    np.testing.assert_array_equal(perform(a.events, Body(a.body)), perform(b.events, Body(b.body)))
+    np.testing.assert_array_equal(perform(a.events, a.performer), perform(b.events, b.performer))
     c = plan_retrieval(5, seed=1)
     assert not np.array_equal(a.body, c.body)
 
@@ -186,3 +186,119 @@ def test_standing_feet_rest_on_the_floor_at_the_foot_pitch():
     joints = assemble(PRIMITIVES["idle"].make({"seconds": 1.0}, body, np.random.default_rng(1)), body)
     np.testing.assert_allclose(joints[:, TOES, 1], 0.0, atol=1e-6)
     np.testing.assert_allclose(joints[:, ANKLES, 1], body.foot * np.sin(FOOT_PITCH), atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- generator 2: whole-body moves, girdle
+
+def _forward(joints):
+    """The body's front (T, 3): across (right hip -> left hip) x up (pelvis -> neck)."""
+    across, up = joints[:, 1] - joints[:, 2], joints[:, 12] - joints[:, 0]
+    front = np.cross(across, up)
+    return front / np.linalg.norm(front, axis=-1, keepdims=True)
+
+
+def test_leg_targets_make_assemble_reproduce_legs_posed_by_angles():
+    from motion.rotations import qnormalize
+
+    rng = np.random.default_rng(0)
+    body = random_body(rng, girdle="rest")   # the upper body as given (the anatomical girdle turns the collars)
+    n = 40
+    pelvis = qnormalize(rng.normal(size=(n, 4)))        # any pelvis rotation: lying, upside down...
+    root = np.column_stack([rng.normal(size=n), rng.uniform(0.5, 1.5, n), rng.normal(size=n)])
+    legs = np.empty((n, 2, 3, 4))
+    for side in range(2):
+        thigh = chain(axis_quat(2, rng.uniform(-0.5, 0.5, n)), axis_quat(0, -rng.uniform(-0.5, 2.0, n)))
+        legs[:, side] = np.stack([thigh, axis_quat(0, rng.uniform(0.2, 2.3, n)), axis_quat(0, rng.uniform(0, 1.5, n))], 1)
+    local = np.zeros((n, 22, 4))
+    local[..., 0] = 1.0
+    local[:, 0] = pelvis
+    local[:, [4, 7, 10]], local[:, [5, 8, 11]] = legs[:, 0], legs[:, 1]
+    expected = body.skeleton.forward_kinematics(local, root)       # the legs by plain forward kinematics
+
+    feet, yaw, pitch, pole = leg_targets(body, root, pelvis, legs)
+    track = Track.standing(body, n)
+    track.root_xz, track.pelvis_y, track.local = root[:, [0, 2]], root[:, 1], local.copy()
+    track.local[:, [4, 7, 10, 5, 8, 11]] = (1.0, 0.0, 0.0, 0.0)   # assemble must find the legs itself
+    track.feet, track.foot_yaw, track.foot_pitch, track.knee_pole = feet, yaw, pitch, pole
+    np.testing.assert_allclose(assemble(track, body), expected, atol=1e-6)
+
+
+def test_whole_body_moves_do_what_their_captions_say():
+    stand = _canonical("idle", {"seconds": 1.0})[:, 0, 1].mean()
+    for side, sign in (("left", 1), ("right", -1)):
+        wheel = _canonical("cartwheel", {"side": side, "count": 1})
+        assert (wheel[:, 15, 1] < wheel[:, 0, 1] - 0.3).any()          # upside down on the way
+        assert sign * (wheel[-1, 0, 0] - wheel[0, 0, 0]) > 1.2           # sideways, to the named side
+        assert abs(wheel[-1, 0, 2] - wheel[0, 0, 2]) < 0.3
+    flip = _canonical("backflip", {})
+    upside_down = flip[:, 15, 1] < flip[:, 0, 1]
+    assert upside_down.any() and flip[upside_down, :, 1].min() > 0.2   # inverted in the air
+    assert flip[-1, 0, 2] - flip[0, 0, 2] < -0.1                       # lands behind where it took off
+    roll = _canonical("roll", {"count": 1})
+    assert (roll[:, 15, 1] < roll[:, 0, 1]).any() and roll[:, 0, 1].min() < 0.5 * stand
+    assert roll[-1, 0, 2] - roll[0, 0, 2] > 0.6                        # forward
+    crawl = _canonical("crawl", {"steps": 6})
+    middle = crawl[len(crawl) // 3: 2 * len(crawl) // 3]
+    assert middle[:, 0, 1].max() < 0.75 * stand                        # low, on all fours
+    assert np.abs(middle[:, 12, 1] - middle[:, 0, 1]).max() < 0.3      # the back about level
+    assert middle[:, [20, 21], 1].min() < 0.08 and middle[:, [4, 5], 1].min() < 0.08  # hands and knees down
+    assert crawl[-1, 0, 2] - crawl[0, 0, 2] > 0.5
+    for face, sign in (("down", -1), ("up", 1)):
+        rise = _canonical("get_up", {"face": face})
+        assert rise[0, 0, 1] < 0.3 and sign * _forward(rise[:1])[0, 1] > 0.8   # lying, facing the floor or the sky
+        assert abs(rise[-1, 0, 1] - stand) < 0.1 and _forward(rise[-1:])[0, 1] > -0.2  # ends standing
+    for arms in ("up", "swing"):
+        dance = _canonical("dance", {"arms": arms, "steps": 8})
+        above = (dance[:, [20, 21], 1].max(axis=1) > dance[:, 15, 1]).mean()
+        assert above > 0.3 if arms == "up" else above == 0
+        assert np.linalg.norm(dance[-1, 0, [0, 2]] - dance[0, 0, [0, 2]]) < 0.3   # in place
+
+
+def test_generator_2_adds_the_whole_body_moves_and_generator_1_does_not():
+    extended = {n for n, p in PRIMITIVES.items() if p.group == "extended"}
+    assert extended == {"cartwheel", "backflip", "roll", "crawl", "get_up", "dance"}
+    old = [plan_retrieval(i, seed=0, generator=1) for i in range(200)]
+    assert not {e.name for p in old for e in p.events} & extended
+    assert {p.performer.girdle for p in old} == {"rest"}
+    plans = [plan_retrieval(i, seed=0, generator=2) for i in range(200)]
+    assert extended <= {e.name for p in plans for e in p.events}
+    assert {p.performer.girdle for p in plans} == {"anatomical"}
+    for plan in plans:     # a clip may begin lying; nothing else starts on the floor
+        assert all(e.name != "get_up" for e in plan.events[1:])
+    for plan in plans[:6] + [plan_localization(0, seed=2, seconds=(20.0, 30.0), generator=2)]:
+        joints, contact = _compound_contacts(plan.events, plan.performer)
+        check_physics(joints, contact, plan.key)
+        assert len(joints) == plan.num_frames
+    with pytest.raises(ValueError, match="demo generator must be one of"):
+        plan_retrieval(0, seed=0, generator=3)
+
+
+def _real_walk(source: str) -> np.ndarray:
+    from pathlib import Path
+    from motion.importers import load_motion
+
+    if source == "cmu":
+        return load_motion(Path(__file__).parents[1] / "fixtures" / "cmu_walk_60fps.amc").to_canonical()
+    pybullet_data = pytest.importorskip("pybullet_data", reason="pybullet (a dev extra) ships the DeepMimic walk")
+    return load_motion(Path(pybullet_data.getDataPath()) / "data/motions/humanoid3d_walk.txt").to_canonical()
+
+
+@pytest.mark.parametrize("source", ["cmu", "deepmimic"])
+def test_the_anatomical_girdle_puts_the_arms_where_real_mocap_has_them(source):
+    """Heights above the pelvis of shoulder, elbow and wrist, averaged over a real walk, against
+    the demo's forward walk performed by each girdle."""
+    arm = [16, 18, 20]
+
+    def heights(joints):
+        features = joints_to_features(joints)
+        ric = features[:, 4:67].reshape(-1, 21, 3)
+        return (ric[:, [j - 1 for j in arm], 1] - features[:, 3:4]).mean(0)
+
+    want = heights(_real_walk(source))
+    walk = {"direction": "forward", "pace": "normal", "steps": 6}
+    error = {}
+    for girdle in ("anatomical", "rest"):
+        body = Body(DEFAULT_BONE_LENGTHS.copy(), girdle)
+        error[girdle] = np.abs(heights(ImportedMotion(perform([Event("walk", walk)], body), FPS, "walk").to_canonical())
+                               - want).mean()
+    assert error["anatomical"] < 0.07 and error["rest"] > 0.18, error

@@ -146,6 +146,9 @@ def test_full_report_matches_direct_recomputation(model, tokenizer, shard_sets, 
     for k in (1, 2, 3, 5, 10):
         assert ret["text_to_motion"]["all"][f"R@{k}"] == pytest.approx(M.recall_at_k(ranks, k))
     assert ret["motion_to_text"]["all"]["MedR"] == pytest.approx(M.median_rank(M.retrieval_ranks(sim.T)))
+    # each item's rank, by id, as a brute-force count of the gallery items scored above it
+    brute = {i: float((sim[q] > sim[q, q]).sum() + 1) for q, i in enumerate(retrieval.ids)}
+    assert ret["item_ranks"]["text_to_motion"] == pytest.approx(brute)
     # items 0 and 6 share a caption: the threshold protocol may only improve their ranks
     thr = M.retrieval_ranks(sim, M.threshold_positives(embedder(retrieval.texts), 0.95))
     assert ret["text_to_motion"]["all_threshold"]["MedR"] == pytest.approx(M.median_rank(thr))

@@ -173,6 +173,24 @@ def test_one_feature_definition_per_run_recorded_in_the_export(data, capsys, tmp
     assert exported.model.motion_features == "trimo"
 
 
+def test_fit_leaves_no_dataloader_worker_behind(data, tmp_path):
+    """A launched rank ends with os._exit right after fit (launch/train.py), which runs no
+    finalizer, so fit itself must stop the workers: alive, they would hold prefetched batches and
+    block forever on their result pipe once the rank is gone."""
+    import multiprocessing
+
+    from configs.schema import load_experiment
+    from trainer.loop import Trainer
+
+    root, overrides = data
+    cfg = load_experiment([REPO / "configs" / "tiny_test.yaml"],
+                          [*overrides, f"run.output_dir={tmp_path / 'run'}", "run.max_steps=2", "data.num_workers=1"])
+    trainer = Trainer(cfg)
+    assert trainer.fit()["status"] == "finished"
+    assert multiprocessing.active_children() == []    # the trainer (and its streams) still exist here
+    trainer.streams["retrieval"].next()                # and a stream carries on after being stopped
+
+
 def test_init_from_starts_a_localization_run_on_a_retrieval_models_encoders(data, tmp_path):
     """run.init_from: every tensor the trained model shares (encoders and their feature statistics)
     starts the new run as trained; only the new localization head starts fresh. Another encoder
