@@ -675,11 +675,13 @@ def cartwheel(p, body, rng):
     stride = rng.uniform(1.9, 2.3) * body.leg
     keys = [(lead, {}), (t1, {**arms_up, "roll": 0.0, "x": 0.0, "legs": 0.0, "ground": 0.0, **_legs(0.0, 0.15)}),
             (t1 + 0.25, spread)]
-    for k in range(1, p["count"] + 1):   # each wheel eases in and out on its own: upright in between
-        keys.append((t1 + k * wheel, {**arms_up, "roll": -sign * 2 * np.pi * k, "x": sign * stride * k}))
-    keys[-1][1].update({"legs": 0.0, "ground": 0.0, **_legs(0.0, 0.15)})
-    keys[-1:-1] = [(t2 - 0.25, spread)]
-    keys.append((t2 + settle, _ARMS_DOWN))
+    # each wheel eases in and out on its own: upright between wheels
+    keys += [(t1 + k * wheel, {**arms_up, "roll": -sign * 2 * np.pi * k, "x": sign * stride * k})
+             for k in range(1, p["count"])]
+    keys += [(t2 - 0.25, spread),
+             (t2, {**arms_up, "roll": -sign * 2 * np.pi * p["count"], "x": sign * stride * p["count"],
+                   "legs": 0.0, "ground": 0.0, **_legs(0.0, 0.15)}),
+             (t2 + settle, _ARMS_DOWN)]
     return _whole_body(body, t2 + settle + _jitter(rng, 0.2), keys)
 
 
